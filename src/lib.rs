@@ -1,0 +1,11 @@
+//! sam6d: zero-shot 6D object pose estimation from RGB-D frames and a CAD model.
+//!
+//! Data flows one way: inputs ([`io`]) become a [`pipeline::Frame`] and an
+//! [`pipeline::ObjectModel`]; [`pipeline::Pipeline::estimate`] returns poses; the CLI and the
+//! server only format them.
+pub mod device;
+pub mod geometry;
+pub mod io;
+pub mod pipeline;
+pub mod render;
+pub mod synth;

@@ -1,0 +1,102 @@
+//! Point-to-plane ICP with projective data association: each visible model point is projected
+//! into the depth image and paired with the measured point on the same pixel. No search
+//! structure, full sensor resolution, and occluders fall out by the distance gate.
+use crate::geometry::{Pose, Vec3};
+use crate::io::Camera;
+use nalgebra::{Matrix6, Rotation3, Vector3, Vector6};
+
+/// Camera-frame points of every pixel (z = 0 where depth is missing), row-major.
+pub struct OrganizedCloud<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub points: &'a [Vec3],
+    pub camera: &'a Camera,
+}
+
+impl OrganizedCloud<'_> {
+    /// The measured point on the pixel where `x` (camera frame) projects, if any.
+    #[inline]
+    pub fn lookup(&self, x: &Vec3) -> Option<&Vec3> {
+        if x.z <= 1.0 {
+            return None;
+        }
+        let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round();
+        let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round();
+        if u < 0.0 || v < 0.0 || u >= self.width as f32 || v >= self.height as f32 {
+            return None;
+        }
+        let p = &self.points[v as usize * self.width + u as usize];
+        (p.z > 0.0).then_some(p)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IcpResult {
+    pub pose: Pose,
+    /// Model points paired in the last iteration, and their RMS point-to-plane residual (mm).
+    pub inliers: usize,
+    pub rms: f32,
+}
+
+/// Refines `pose` with `iterations` Gauss–Newton steps. The gate shrinks from `gate_start` to
+/// `gate_end` (mm) so that a rough PPF pose is pulled in before the fit tightens.
+pub fn refine(
+    scene: &OrganizedCloud,
+    pts: &[Vec3],
+    nrm: &[Vec3],
+    pose: &Pose,
+    iterations: usize,
+    gate_start: f32,
+    gate_end: f32,
+) -> IcpResult {
+    let mut pose = *pose;
+    let mut result = IcpResult { pose, inliers: 0, rms: f32::INFINITY };
+    for it in 0..iterations {
+        let f = if iterations > 1 { it as f32 / (iterations - 1) as f32 } else { 1.0 };
+        let gate = gate_start * (1.0 - f) + gate_end * f;
+        let r = pose.r.cast::<f32>();
+        let t = pose.t.cast::<f32>();
+        let mut ata = Matrix6::<f64>::zeros();
+        let mut atb = Vector6::<f64>::zeros();
+        let (mut n_in, mut sq) = (0usize, 0.0f64);
+        for (m, mn) in pts.iter().zip(nrm) {
+            let x = r * m + t;
+            let n = r * mn;
+            // Back-facing points are hidden by the object itself.
+            if n.dot(&x) >= 0.0 {
+                continue;
+            }
+            let Some(s) = scene.lookup(&x) else { continue };
+            let d = x - s;
+            if d.norm_squared() > gate * gate {
+                continue;
+            }
+            let res = d.dot(&n) as f64;
+            // Huber-like weight: full weight inside a third of the gate.
+            let w = if res.abs() < (gate / 3.0) as f64 { 1.0 } else { (gate / 3.0) as f64 / res.abs() };
+            let xn = x.cross(&n).cast::<f64>();
+            let j = Vector6::new(xn.x, xn.y, xn.z, n.x as f64, n.y as f64, n.z as f64);
+            ata += j * j.transpose() * w;
+            atb += j * (-res * w);
+            n_in += 1;
+            sq += res * res;
+        }
+        if n_in < 6 {
+            result.inliers = n_in;
+            break;
+        }
+        result = IcpResult { pose, inliers: n_in, rms: (sq / n_in as f64).sqrt() as f32 };
+        // Small damping keeps poorly constrained directions (symmetric objects) still.
+        let damp = ata.diagonal().max() * 1e-6 + 1e-9;
+        let Some(delta) = (ata + Matrix6::identity() * damp).cholesky().map(|c| c.solve(&atb)) else { break };
+        let w = Vector3::new(delta[0], delta[1], delta[2]);
+        let dt = Vector3::new(delta[3], delta[4], delta[5]);
+        let dr = *Rotation3::new(w).matrix();
+        pose = Pose::new(dr * pose.r, dr * pose.t + dt).orthonormalized();
+        result.pose = pose;
+        if w.norm() < 1e-5 && dt.norm() < 1e-3 {
+            break;
+        }
+    }
+    result
+}

@@ -1,0 +1,243 @@
+//! The weights-free pose pipeline: PPF voting proposes poses, ICP refines them against the
+//! measured depth, and render-and-compare verification decides which are real. Runs on the
+//! CPU on any machine; it is also the fallback when no network weights are given.
+pub mod icp;
+pub mod ppf;
+pub mod scene;
+pub mod verify;
+
+use super::{Estimate, Frame, ObjectModel, Options, PoseEstimate};
+use crate::geometry::{cloud, Mesh, Pose, Vec3};
+use icp::OrganizedCloud;
+use ppf::{Hypothesis, PpfModel};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Tuning, relative to the object's diameter d where it scales with the object.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// PPF sampling step / d (Drost: 0.05; finer helps on small, detailed parts).
+    pub step_rel: f32,
+    /// Every n-th scene point is a voting reference.
+    pub ref_stride: usize,
+    /// Accumulator peaks kept per reference.
+    pub peaks_per_ref: usize,
+    /// Pose clusters refined and verified.
+    pub candidates: usize,
+    /// Pose clustering: same cluster within this rotation (rad) and translation (× d).
+    pub cluster_rot: f64,
+    pub cluster_trans_rel: f64,
+    /// Verification tolerance: clamp(tol_rel · d, tol_min, tol_max) mm.
+    pub tol_rel: f32,
+    pub tol_min: f32,
+    pub tol_max: f32,
+    /// Depth outside [z_min, z_max] mm is ignored.
+    pub z_min: f32,
+    pub z_max: f32,
+    /// Remove the dominant support plane before voting.
+    pub remove_plane: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            step_rel: 0.04,
+            ref_stride: 5,
+            peaks_per_ref: 2,
+            candidates: 48,
+            cluster_rot: 30f64.to_radians(),
+            cluster_trans_rel: 0.1,
+            tol_rel: 0.025,
+            tol_min: 4.0,
+            tol_max: 12.0,
+            z_min: 100.0,
+            z_max: 6000.0,
+            remove_plane: true,
+        }
+    }
+}
+
+/// What the geometric stages derive from a CAD model once.
+pub struct ModelData {
+    pub params: Params,
+    pub step: f32,
+    pub ppf: PpfModel,
+    /// Denser oriented samples for ICP.
+    pub icp: cloud::Cloud,
+    /// A light mesh for the many verification renders.
+    pub render_mesh: Mesh,
+    /// Centre of the bounding box, model frame.
+    pub center: Vec3,
+}
+
+impl ModelData {
+    pub fn build(mesh: &Mesh, diameter: f32) -> ModelData {
+        let params = Params::default();
+        let step = (params.step_rel * diameter).max(0.5);
+        let (pts, nrm) = mesh.sample_surface(40_000, 0x5A56_D00D);
+        let ppf_cloud = cloud::downsample_oriented(&pts, &nrm, step, 30f32.to_radians());
+        let icp = cloud::downsample_oriented(&pts, &nrm, step * 0.5, 30f32.to_radians());
+        let render_mesh = if mesh.faces.len() > 6000 { mesh.decimated(0.012 * diameter) } else { mesh.clone() };
+        let (lo, hi) = mesh.bounds();
+        let ppf = PpfModel::build(ppf_cloud, step, diameter);
+        ModelData { params, step, ppf, icp, render_mesh, center: (lo + hi) * 0.5 }
+    }
+}
+
+struct Timer(Instant, Vec<(&'static str, f64)>);
+impl Timer {
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.1.push((name, (now - self.0).as_secs_f64() * 1e3));
+        self.0 = now;
+    }
+}
+
+/// A refined, verified candidate.
+struct Scored {
+    pose: Pose,
+    score: f32,
+}
+
+pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::Result<Estimate> {
+    let started = Instant::now();
+    let mut timer = Timer(started, Vec::new());
+    let md = &model.geometric;
+    let p = &md.params;
+    let d = model.diameter;
+    let cam = &frame.camera;
+    let (w, h) = (frame.width(), frame.height());
+
+    // 1. Scene points: organised (for ICP) and down-sampled with normals (for voting).
+    let organized: Vec<Vec3> = frame
+        .depth
+        .mm
+        .iter()
+        .enumerate()
+        .map(|(i, &z)| {
+            if z >= p.z_min && z <= p.z_max {
+                let (u, v) = ((i % w) as f32, (i / w) as f32);
+                Vec3::new((u - cam.cx as f32) * z / cam.fx as f32, (v - cam.cy as f32) * z / cam.fy as f32, z)
+            } else {
+                Vec3::zeros()
+            }
+        })
+        .collect();
+    let valid: Vec<Vec3> = organized.iter().copied().filter(|p| p.z > 0.0).collect();
+    let (mut scene, _) = cloud::downsample_with_normals(&valid, md.step, 3);
+    if p.remove_plane {
+        let tol = (0.02 * d).clamp(3.0, 8.0);
+        if let Some(plane) = scene::dominant_plane(&scene, tol, 0.15, 17) {
+            scene = scene::remove_plane(&scene, &plane, tol);
+        }
+    }
+    timer.lap("preprocess");
+    if scene.len() < 10 {
+        timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
+        return Ok(Estimate { poses: Vec::new(), timings: timer.1 });
+    }
+
+    // 2. Voting from every ref_stride-th scene point, in parallel.
+    let grid = crate::geometry::grid::Grid::new(&scene.points, md.ppf.max_dist);
+    let refs: Vec<usize> = (0..scene.len()).step_by(p.ref_stride).collect();
+    let mut hyps: Vec<Hypothesis> = refs
+        .par_chunks(16)
+        .map_init(
+            || (vec![0u16; md.ppf.len() * ppf::ALPHA_BINS], Vec::new(), Vec::new()),
+            |(acc, touched, nb), chunk| {
+                chunk
+                    .iter()
+                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .flatten()
+        .collect();
+    timer.lap("ppf_voting");
+
+    // 3. Pose clustering: neighbours in pose space pool their votes.
+    hyps.sort_by(|a, b| b.votes.total_cmp(&a.votes));
+    let clusters = cluster(&hyps, p.cluster_rot, p.cluster_trans_rel * d as f64, &md.center);
+    let candidates: Vec<Pose> = clusters.into_iter().take(p.candidates).map(|c| c.0).collect();
+    timer.lap("clustering");
+
+    // 4. ICP then verification of each candidate.
+    let org = OrganizedCloud { width: w, height: h, points: &organized, camera: cam };
+    let tol = (p.tol_rel * d).clamp(p.tol_min, p.tol_max);
+    let coarse_stride = (md.icp.len() / 600).max(1);
+    let (cp, cn): (Vec<Vec3>, Vec<Vec3>) =
+        md.icp.points.iter().zip(&md.icp.normals).step_by(coarse_stride).map(|(a, b)| (*a, *b)).unzip();
+    let refined: Vec<Pose> = candidates
+        .par_iter()
+        .map(|pose| icp::refine(&org, &cp, &cn, pose, 12, 3.0 * md.step, tol).pose)
+        .collect();
+    timer.lap("icp");
+    let mut scored: Vec<Scored> = refined
+        .par_iter()
+        .map(|pose| Scored { pose: *pose, score: verify::verify(&md.render_mesh, pose, cam, &frame.depth, tol).score })
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    timer.lap("verify");
+
+    // 5. Final polish of the best few with all ICP points, re-verified, then NMS.
+    let keep = (opts.max_instances * 3).max(4).min(scored.len());
+    let mut finals: Vec<(Scored, Vec<f32>)> = scored[..keep]
+        .par_iter()
+        .map(|s| {
+            let r = icp::refine(&org, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
+            let rendered = crate::render::raster::render_depth(&md.render_mesh, cam, &r.pose, w, h);
+            let v = verify::score_depth(&rendered, &frame.depth, tol);
+            if v.score >= s.score {
+                (Scored { pose: r.pose, score: v.score }, rendered)
+            } else {
+                let rendered = crate::render::raster::render_depth(&md.render_mesh, cam, &s.pose, w, h);
+                (Scored { pose: s.pose, score: s.score }, rendered)
+            }
+        })
+        .collect();
+    finals.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+    let mut poses: Vec<PoseEstimate> = Vec::new();
+    let mut kept_masks: Vec<&Vec<f32>> = Vec::new();
+    for (s, mask) in &finals {
+        if s.score < opts.det_score_thresh || poses.len() >= opts.max_instances {
+            continue;
+        }
+        if kept_masks.iter().any(|m| mask_overlap(m, mask) > 0.3) {
+            continue;
+        }
+        poses.push(PoseEstimate { pose: s.pose, score: s.score });
+        kept_masks.push(mask);
+    }
+    timer.lap("refine_nms");
+    timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
+    Ok(Estimate { poses, timings: timer.1 })
+}
+
+/// Greedy clustering of vote-sorted hypotheses; returns (representative pose, summed votes),
+/// best first. Distances use the model centre so that rotation does not swing translation.
+fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> Vec<(Pose, f32)> {
+    let c = center.cast::<f64>();
+    let mut reps: Vec<(Pose, nalgebra::Vector3<f64>, f32)> = Vec::new();
+    for h in hyps {
+        let hc = h.pose.apply(&c);
+        match reps.iter_mut().find(|(p, pc, _)| (pc - hc).norm() < max_trans && p.rotation_angle_to(&h.pose) < max_rot) {
+            Some(r) => r.2 += h.votes,
+            None => reps.push((h.pose, hc, h.votes)),
+        }
+    }
+    let mut out: Vec<(Pose, f32)> = reps.into_iter().map(|(p, _, v)| (p, v)).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// Fraction of the smaller silhouette covered by the other.
+fn mask_overlap(a: &[f32], b: &[f32]) -> f32 {
+    let (mut inter, mut na, mut nb) = (0usize, 0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        na += (x > 0.0) as usize;
+        nb += (y > 0.0) as usize;
+        inter += (x > 0.0 && y > 0.0) as usize;
+    }
+    let small = na.min(nb);
+    if small == 0 { 0.0 } else { inter as f32 / small as f32 }
+}

@@ -1,0 +1,321 @@
+//! Point-pair-feature voting (Drost et al. 2010) with Vidal et al. 2018's refinements that pay
+//! off on real sensors: normals from a neighbourhood rather than a voxel, votes also cast into
+//! the neighbouring bin of any feature component that lies near a bin edge, and one vote per
+//! (model pair, scene pair) even when both bins hit.
+//!
+//! F(p1, p2) = (‖d‖, ∠(n1, d), ∠(n2, d), ∠(n1, n2)), d = p2 − p1. The model table maps a
+//! quantised F to the model pairs having it; each scene reference point votes in a (model point,
+//! rotation angle α about its normal) accumulator, whose peak is a full 6D pose.
+use crate::geometry::{cloud::Cloud, grid::Grid, Pose, Vec3};
+use nalgebra::{Matrix3, Vector3};
+use std::f32::consts::PI;
+
+/// Angle bins over [0, π] for the three angles of a feature (12°, as Drost).
+const ANGLE_BINS: usize = 15;
+/// Bins of the in-plane rotation α over [0, 2π).
+pub const ALPHA_BINS: usize = 30;
+const COS_LUT: usize = 4096;
+
+/// A model point's local frame: `rot` maps its normal to +x; `x_local = rot · (x − origin)`.
+#[derive(Clone, Copy)]
+struct RefFrame {
+    rot: Matrix3<f32>,
+    origin: Vec3,
+}
+
+impl RefFrame {
+    fn new(p: &Vec3, n: &Vec3) -> RefFrame {
+        // Rotation taking n to +x about the axis n × x.
+        let x = Vec3::x();
+        let axis = n.cross(&x);
+        let s = axis.norm();
+        let c = n.dot(&x);
+        let rot = if s < 1e-6 {
+            if c > 0.0 { Matrix3::identity() } else { Matrix3::from_diagonal(&Vec3::new(-1.0, -1.0, 1.0)) }
+        } else {
+            *nalgebra::Rotation3::from_axis_angle(&nalgebra::Unit::new_normalize(axis), s.atan2(c)).matrix()
+        };
+        RefFrame { rot, origin: *p }
+    }
+
+    /// Angle of the local point about +x, measured in the y–z plane.
+    #[inline]
+    fn alpha(&self, q: &Vec3) -> f32 {
+        let v = self.rot * (q - self.origin);
+        fast_atan2(v.z, v.y)
+    }
+}
+
+/// atan2 with ~1e-4 rad error: exactness is wasted on 12° bins, the call is in the hot loop.
+#[inline]
+fn fast_atan2(y: f32, x: f32) -> f32 {
+    let (ax, ay) = (x.abs(), y.abs());
+    if ax == 0.0 && ay == 0.0 {
+        return 0.0;
+    }
+    let (a, swap) = if ay > ax { (ax / ay, true) } else { (ay / ax, false) };
+    let s = a * a;
+    let mut r = ((-0.046_496_474_9 * s + 0.159_314_22) * s - 0.327_622_764) * s * a + a;
+    if swap {
+        r = PI / 2.0 - r;
+    }
+    if x < 0.0 {
+        r = PI - r;
+    }
+    if y < 0.0 { -r } else { r }
+}
+
+/// Quantisation of a feature component: the bin and, when the value lies within a quarter bin
+/// of an edge, the neighbouring bin on that side (Vidal's noise-tolerant voting).
+#[derive(Clone, Copy)]
+struct Quant {
+    bin: u16,
+    alt: Option<u16>,
+}
+
+pub struct PpfModel {
+    pub cloud: Cloud,
+    frames: Vec<RefFrame>,
+    pub dist_step: f32,
+    pub max_dist: f32,
+    dist_bins: usize,
+    /// CSR table: pairs with feature key k are `entries[offsets[k]..offsets[k+1]]`.
+    offsets: Vec<u32>,
+    entries: Vec<Entry>,
+    /// cos → angle bin (and fractional position), avoiding acos in the hot loop.
+    cos_lut: Vec<(u16, f32)>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    model_ref: u32,
+    alpha: f32,
+}
+
+fn build_cos_lut() -> Vec<(u16, f32)> {
+    (0..=COS_LUT)
+        .map(|i| {
+            let c = -1.0 + 2.0 * i as f32 / COS_LUT as f32;
+            let a = c.clamp(-1.0, 1.0).acos() / PI * ANGLE_BINS as f32;
+            let bin = (a as usize).min(ANGLE_BINS - 1);
+            (bin as u16, a - bin as f32)
+        })
+        .collect()
+}
+
+/// A scene reference point's hypotheses: model point, rotation angle, votes.
+#[derive(Clone, Copy, Debug)]
+pub struct Hypothesis {
+    pub pose: Pose,
+    pub votes: f32,
+}
+
+impl PpfModel {
+    /// `cloud`: model points (mm) with outward normals, already down-sampled to `dist_step`.
+    pub fn build(cloud: Cloud, dist_step: f32, max_dist: f32) -> PpfModel {
+        let frames: Vec<RefFrame> = cloud.points.iter().zip(&cloud.normals).map(|(p, n)| RefFrame::new(p, n)).collect();
+        let dist_bins = (max_dist / dist_step).ceil() as usize + 1;
+        let mut model = PpfModel {
+            cloud,
+            frames,
+            dist_step,
+            max_dist,
+            dist_bins,
+            offsets: Vec::new(),
+            entries: Vec::new(),
+            cos_lut: build_cos_lut(),
+        };
+        let n = model.cloud.len();
+        let nkeys = dist_bins * ANGLE_BINS * ANGLE_BINS * ANGLE_BINS;
+        // Two passes (count, then fill) keep the table in one flat allocation.
+        let mut keyed: Vec<(u32, Entry)> = Vec::with_capacity(n * n.saturating_sub(1));
+        for i in 0..n {
+            for j in 0..n {
+                if i == j {
+                    continue;
+                }
+                if let Some(q) = model.quantise(i, j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
+                    let key = model.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
+                    keyed.push((key as u32, Entry { model_ref: i as u32, alpha: model.frames[i].alpha(&model.cloud.points[j]) }));
+                }
+            }
+        }
+        let mut offsets = vec![0u32; nkeys + 1];
+        for (k, _) in &keyed {
+            offsets[*k as usize + 1] += 1;
+        }
+        for k in 0..nkeys {
+            offsets[k + 1] += offsets[k];
+        }
+        let mut fill = offsets.clone();
+        let mut entries = vec![Entry { model_ref: 0, alpha: 0.0 }; keyed.len()];
+        for (k, e) in keyed {
+            entries[fill[k as usize] as usize] = e;
+            fill[k as usize] += 1;
+        }
+        model.offsets = offsets;
+        model.entries = entries;
+        model
+    }
+
+    pub fn len(&self) -> usize {
+        self.cloud.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cloud.is_empty()
+    }
+
+    #[inline]
+    fn key(&self, d: u16, a1: u16, a2: u16, a3: u16) -> usize {
+        ((d as usize * ANGLE_BINS + a1 as usize) * ANGLE_BINS + a2 as usize) * ANGLE_BINS + a3 as usize
+    }
+
+    #[inline]
+    fn angle(&self, cos: f32) -> Quant {
+        let idx = ((cos.clamp(-1.0, 1.0) + 1.0) * 0.5 * COS_LUT as f32 + 0.5) as usize;
+        let (bin, frac) = self.cos_lut[idx];
+        let alt = if frac < 0.25 && bin > 0 {
+            Some(bin - 1)
+        } else if frac > 0.75 && (bin as usize) < ANGLE_BINS - 1 {
+            Some(bin + 1)
+        } else {
+            None
+        };
+        Quant { bin, alt }
+    }
+
+    /// Quantised feature of the pair (reference p1/n1, point j of pts/nrm).
+    #[inline]
+    fn quantise(&self, _i: usize, j: usize, pts: &[Vec3], nrm: &[Vec3], p1: &Vec3, n1: &Vec3) -> Option<[Quant; 4]> {
+        let d = pts[j] - p1;
+        let dist = d.norm();
+        if dist < 1e-6 || dist > self.max_dist {
+            return None;
+        }
+        let dn = d / dist;
+        let n2 = &nrm[j];
+        let df = dist / self.dist_step;
+        let dbin = df as usize;
+        if dbin >= self.dist_bins {
+            return None;
+        }
+        let frac = df - dbin as f32;
+        let dalt = if frac < 0.25 && dbin > 0 {
+            Some(dbin as u16 - 1)
+        } else if frac > 0.75 && dbin + 1 < self.dist_bins {
+            Some(dbin as u16 + 1)
+        } else {
+            None
+        };
+        Some([Quant { bin: dbin as u16, alt: dalt }, self.angle(n1.dot(&dn)), self.angle(n2.dot(&dn)), self.angle(n1.dot(n2))])
+    }
+
+    /// Votes for one scene reference point against its neighbours; returns the best poses.
+    /// `acc` is a scratch accumulator of len() × ALPHA_BINS, left zeroed on return.
+    pub fn vote(
+        &self,
+        scene: &Cloud,
+        grid: &Grid,
+        r: usize,
+        acc: &mut [u16],
+        touched: &mut Vec<u32>,
+        neighbours: &mut Vec<u32>,
+        peaks: usize,
+    ) -> Vec<Hypothesis> {
+        let (sp, sn) = (&scene.points[r], &scene.normals[r]);
+        let frame = RefFrame::new(sp, sn);
+        grid.within(&scene.points, sp, self.max_dist, neighbours);
+        let alpha_scale = ALPHA_BINS as f32 / (2.0 * PI);
+        let mut keys: [usize; 16] = [0; 16];
+        for &j in neighbours.iter() {
+            let j = j as usize;
+            if j == r {
+                continue;
+            }
+            let Some(q) = self.quantise(r, j, &scene.points, &scene.normals, sp, sn) else { continue };
+            let alpha_s = frame.alpha(&scene.points[j]);
+            // All combinations of bin/alternative per component (1 to 16 keys).
+            let mut nk = 1;
+            keys[0] = self.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
+            let strides = [ANGLE_BINS * ANGLE_BINS * ANGLE_BINS, ANGLE_BINS * ANGLE_BINS, ANGLE_BINS, 1];
+            for c in 0..4 {
+                if let Some(alt) = q[c].alt {
+                    let delta = (alt as isize - q[c].bin as isize) * strides[c] as isize;
+                    for k in 0..nk {
+                        keys[nk + k] = (keys[k] as isize + delta) as usize;
+                    }
+                    nk *= 2;
+                }
+            }
+            for &key in &keys[..nk] {
+                let (a, b) = (self.offsets[key] as usize, self.offsets[key + 1] as usize);
+                for e in &self.entries[a..b] {
+                    // Rotation about x taking the model point's angle to the scene point's.
+                    let mut th = alpha_s - e.alpha;
+                    if th < 0.0 {
+                        th += 2.0 * PI;
+                    }
+                    let bin = ((th * alpha_scale) as usize).min(ALPHA_BINS - 1);
+                    let cell = e.model_ref as usize * ALPHA_BINS + bin;
+                    if acc[cell] == 0 {
+                        touched.push(cell as u32);
+                    }
+                    acc[cell] = acc[cell].saturating_add(1);
+                }
+            }
+        }
+        // Peaks: best cells, at most one per model point.
+        let mut best: Vec<(u16, u32)> = Vec::with_capacity(peaks + 1);
+        for &cell in touched.iter() {
+            let v = acc[cell as usize];
+            if best.len() < peaks || v > best[best.len() - 1].0 {
+                best.push((v, cell));
+                best.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                best.truncate(peaks);
+            }
+        }
+        for &cell in touched.iter() {
+            acc[cell as usize] = 0;
+        }
+        touched.clear();
+        best.into_iter()
+            .map(|(v, cell)| {
+                let m = cell as usize / ALPHA_BINS;
+                let th = ((cell as usize % ALPHA_BINS) as f32 + 0.5) / alpha_scale;
+                Hypothesis { pose: self.pose(&frame, m, th), votes: v as f32 }
+            })
+            .collect()
+    }
+
+    /// x_scene = Fsᵀ · Rx(θ) · Fm · (x_model − m) + s.
+    fn pose(&self, scene_frame: &RefFrame, m: usize, th: f32) -> Pose {
+        let mf = &self.frames[m];
+        let rx = Matrix3::new(1.0, 0.0, 0.0, 0.0, th.cos(), -th.sin(), 0.0, th.sin(), th.cos());
+        let r: Matrix3<f32> = scene_frame.rot.transpose() * rx * mf.rot;
+        let t: Vector3<f32> = scene_frame.origin - r * mf.origin;
+        Pose::new(r.cast::<f64>(), t.cast::<f64>()).orthonormalized()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_atan2_is_close() {
+        for i in 0..360 {
+            let a = (i as f32).to_radians() - PI;
+            let (y, x) = (a.sin() * 3.0, a.cos() * 3.0);
+            assert!((fast_atan2(y, x) - y.atan2(x)).abs() < 2e-4, "{a}");
+        }
+    }
+
+    #[test]
+    fn ref_frame_maps_normal_to_x() {
+        for n in [Vec3::x(), -Vec3::x(), Vec3::new(0.3, -0.5, 0.8).normalize()] {
+            let f = RefFrame::new(&Vec3::zeros(), &n);
+            assert!((f.rot * n - Vec3::x()).norm() < 1e-5);
+        }
+    }
+}

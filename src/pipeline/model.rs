@@ -1,0 +1,54 @@
+//! An object the pipeline looks for: its mesh in millimetres plus everything derived from it
+//! once (surface samples, the PPF table, a light mesh for verification), shared read-only.
+use super::geometric::ModelData;
+use crate::geometry::Mesh;
+use anyhow::Context;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CadUnit {
+    /// Millimetres (SAM-6D's and BOP's convention).
+    #[default]
+    Mm,
+    /// Metres: scaled by 1000 on load.
+    M,
+}
+
+pub struct ObjectModel {
+    pub name: String,
+    pub mesh: Mesh,
+    /// Largest distance between two vertices, mm.
+    pub diameter: f32,
+    pub(crate) geometric: ModelData,
+}
+
+impl ObjectModel {
+    pub fn load(path: &Path, unit: CadUnit) -> anyhow::Result<ObjectModel> {
+        let mut mesh = crate::io::ply::read_ply(path).with_context(|| format!("loading CAD model {}", path.display()))?;
+        if unit == CadUnit::M {
+            for v in &mut mesh.vertices {
+                *v *= 1000.0;
+            }
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "object".into());
+        let model = ObjectModel::from_mesh(&name, mesh).with_context(|| format!("preparing CAD model {}", path.display()))?;
+        if unit == CadUnit::Mm && model.diameter < 1.0 {
+            tracing::warn!(
+                "CAD model {} is only {:.3} units across: it looks like metres; pass --cad-unit m",
+                path.display(),
+                model.diameter
+            );
+        }
+        Ok(model)
+    }
+
+    pub fn from_mesh(name: &str, mesh: Mesh) -> anyhow::Result<ObjectModel> {
+        anyhow::ensure!(!mesh.vertices.is_empty(), "the model has no vertices");
+        anyhow::ensure!(!mesh.faces.is_empty(), "the model has no faces: a triangle mesh is needed to render and verify poses");
+        anyhow::ensure!(mesh.vertices.iter().all(|v| v.iter().all(|c| c.is_finite())), "the model has non-finite vertex coordinates");
+        let diameter = mesh.diameter();
+        anyhow::ensure!(diameter > 0.0, "the model is degenerate (all vertices coincide)");
+        let geometric = ModelData::build(&mesh, diameter);
+        Ok(ObjectModel { name: name.to_string(), mesh, diameter, geometric })
+    }
+}

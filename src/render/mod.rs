@@ -1,0 +1,5 @@
+//! Software rendering of meshes: depth / mask / model-coordinate images for verification,
+//! templates and overlays.
+pub mod raster;
+
+pub use raster::{render, Render};
