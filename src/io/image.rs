@@ -1,6 +1,7 @@
 //! RGB and depth images. RGB: PNG/JPEG, 8-bit RGB, RGBA (alpha dropped) or grey.
 //! Depth: single-channel 16-bit PNG; millimetres = raw × depth_scale; 0 = missing.
 use super::InputError;
+use image::{ColorType, DynamicImage, ImageFormat};
 use std::path::Path;
 
 pub use image::RgbImage;
@@ -20,9 +21,47 @@ impl DepthMm {
     }
 }
 
+/// Human-readable name of a decoded pixel format, used in error messages.
+fn color_name(color: ColorType) -> &'static str {
+    match color {
+        ColorType::L8 => "8-bit grey",
+        ColorType::La8 => "8-bit grey+alpha",
+        ColorType::Rgb8 => "8-bit RGB",
+        ColorType::Rgba8 => "8-bit RGBA",
+        ColorType::L16 => "16-bit grey",
+        ColorType::La16 => "16-bit grey+alpha",
+        ColorType::Rgb16 => "16-bit RGB",
+        ColorType::Rgba16 => "16-bit RGBA",
+        ColorType::Rgb32F => "32-bit float RGB",
+        ColorType::Rgba32F => "32-bit float RGBA",
+        _ => "unknown pixel format",
+    }
+}
+
+/// Decodes PNG or JPEG bytes (format guessed from the magic bytes).
+fn decode_any(bytes: &[u8], what: &str) -> Result<DynamicImage, InputError> {
+    if bytes.is_empty() {
+        return Err(InputError::invalid(what, "the file is empty (expected a PNG or JPEG image)"));
+    }
+    // Note: JPEG EXIF orientation is deliberately not applied: the pixels must stay
+    // registered with the depth map, which has no orientation tag.
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| InputError::invalid(what, format!("not a readable PNG/JPEG image: {e}")))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(InputError::invalid(what, format!("the image is empty ({}x{})", img.width(), img.height())));
+    }
+    Ok(img)
+}
+
 /// Decodes encoded RGB bytes (PNG or JPEG). `what` names the source in errors.
 pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<RgbImage, InputError> {
-    todo!("helper")
+    let img = decode_any(bytes, what)?;
+    Ok(match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        // Everything else (RGBA: alpha dropped, not composited; grey: replicated;
+        // 16-bit: scaled to 8-bit) goes through image's own conversion.
+        other => other.to_rgb8(),
+    })
 }
 
 pub fn read_rgb(path: &Path) -> Result<RgbImage, InputError> {
@@ -31,7 +70,23 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, InputError> {
 
 /// Decodes an encoded 16-bit single-channel PNG into millimetres.
 pub fn decode_depth(bytes: &[u8], depth_scale: f64, what: &str) -> Result<DepthMm, InputError> {
-    todo!("helper")
+    const EXPECTED: &str = "depth must be a single-channel 16-bit PNG";
+    if !(depth_scale.is_finite() && depth_scale > 0.0) {
+        return Err(InputError::invalid(what, format!("depth_scale must be a positive number, got {depth_scale}")));
+    }
+    // A JPEG is lossy and 8-bit: refuse it before decoding so the message is precise.
+    if let Ok(ImageFormat::Jpeg) = image::guess_format(bytes) {
+        return Err(InputError::invalid(what, format!("{EXPECTED}, got a JPEG image")));
+    }
+    let img = decode_any(bytes, what)?;
+    // Only L16 is accepted: converting grey8 or colour would silently invent depths.
+    let DynamicImage::ImageLuma16(raw) = img else {
+        return Err(InputError::invalid(what, format!("{EXPECTED}, got {}", color_name(img.color()))));
+    };
+    let (width, height) = (raw.width() as usize, raw.height() as usize);
+    // Multiply in f64 so the result is the nearest f32 to the exact product; 0 stays 0.
+    let mm = raw.as_raw().iter().map(|&d| (f64::from(d) * depth_scale) as f32).collect();
+    Ok(DepthMm { width, height, mm })
 }
 
 pub fn read_depth(path: &Path, depth_scale: f64) -> Result<DepthMm, InputError> {
@@ -40,5 +95,163 @@ pub fn read_depth(path: &Path, depth_scale: f64) -> Result<DepthMm, InputError> 
 
 /// Checks that colour and depth describe the same pixels.
 pub fn check_same_size(rgb: &RgbImage, depth: &DepthMm) -> Result<(), InputError> {
-    todo!("helper")
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    if (w, h) == (depth.width, depth.height) {
+        return Ok(());
+    }
+    Err(InputError::invalid(
+        "RGB-D frame",
+        format!(
+            "RGB is {w}x{h} but depth is {}x{}: they must be the same size \
+             (the depth must be registered to the colour image)",
+            depth.width, depth.height
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayAlphaImage, GrayImage, ImageBuffer, Luma, LumaA, Rgb, Rgba, RgbaImage};
+    use std::io::Cursor;
+
+    fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn err_text<T: std::fmt::Debug>(r: Result<T, InputError>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rgb8_png_exact() {
+        let img = RgbImage::from_fn(3, 2, |x, y| Rgb([x as u8 * 10, y as u8 * 20, 200]));
+        let dec = decode_rgb(&encode(img.clone().into(), ImageFormat::Png), "a.png").unwrap();
+        assert_eq!(dec, img);
+    }
+
+    #[test]
+    fn rgba8_png_drops_alpha() {
+        let img = RgbaImage::from_fn(2, 2, |x, y| Rgba([1 + x as u8, 2 + y as u8, 3, if x == 0 { 0 } else { 128 }]));
+        let dec = decode_rgb(&encode(img.into(), ImageFormat::Png), "a.png").unwrap();
+        assert_eq!(dec.dimensions(), (2, 2));
+        // Alpha is dropped, not composited: colour values stay as written even where alpha=0.
+        assert_eq!(dec.get_pixel(0, 0), &Rgb([1, 2, 3]));
+        assert_eq!(dec.get_pixel(1, 1), &Rgb([2, 3, 3]));
+    }
+
+    #[test]
+    fn grey_png_expands_to_rgb() {
+        let img = GrayImage::from_fn(2, 1, |x, _| Luma([if x == 0 { 7 } else { 250 }]));
+        let dec = decode_rgb(&encode(img.into(), ImageFormat::Png), "g.png").unwrap();
+        assert_eq!(dec.get_pixel(0, 0), &Rgb([7, 7, 7]));
+        assert_eq!(dec.get_pixel(1, 0), &Rgb([250, 250, 250]));
+
+        let img = GrayAlphaImage::from_fn(2, 1, |x, _| LumaA([if x == 0 { 9 } else { 99 }, 17]));
+        let dec = decode_rgb(&encode(img.into(), ImageFormat::Png), "ga.png").unwrap();
+        assert_eq!(dec.get_pixel(0, 0), &Rgb([9, 9, 9]));
+        assert_eq!(dec.get_pixel(1, 0), &Rgb([99, 99, 99]));
+    }
+
+    #[test]
+    fn rgb16_png_scaled_to_8bit() {
+        let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_fn(2, 1, |x, _| if x == 0 { Rgb([0, 65535, 257 * 100]) } else { Rgb([257, 514, 65535]) });
+        let dec = decode_rgb(&encode(DynamicImage::ImageRgb16(img), ImageFormat::Png), "c16.png").unwrap();
+        assert_eq!(dec.get_pixel(0, 0), &Rgb([0, 255, 100]));
+        assert_eq!(dec.get_pixel(1, 0), &Rgb([1, 2, 255]));
+    }
+
+    #[test]
+    fn jpeg_decodes() {
+        // JPEG is lossy: a flat colour survives to within a few levels.
+        let img = RgbImage::from_pixel(16, 8, Rgb([200, 100, 50]));
+        let dec = decode_rgb(&encode(img.into(), ImageFormat::Jpeg), "a.jpg").unwrap();
+        assert_eq!(dec.dimensions(), (16, 8));
+        for p in dec.pixels() {
+            for (got, want) in p.0.iter().zip([200u8, 100, 50]) {
+                assert!(got.abs_diff(want) <= 3, "{:?}", p);
+            }
+        }
+    }
+
+    #[test]
+    fn rgb_errors() {
+        let msg = err_text(decode_rgb(b"", "empty.png"));
+        assert!(msg.starts_with("empty.png: ") && msg.contains("empty"), "{msg}");
+        let msg = err_text(decode_rgb(b"this is not an image at all", "notes.txt"));
+        assert!(msg.starts_with("notes.txt: ") && msg.contains("not a readable PNG/JPEG image"), "{msg}");
+        // A truncated PNG: recognised but undecodable; the decoder's message is included.
+        let mut png = encode(RgbImage::from_pixel(8, 8, Rgb([1, 2, 3])).into(), ImageFormat::Png);
+        png.truncate(40);
+        let msg = err_text(decode_rgb(&png, "cut.png"));
+        assert!(msg.starts_with("cut.png: not a readable PNG/JPEG image: ") && msg.len() > 45, "{msg}");
+    }
+
+    fn depth_png(w: u32, h: u32, vals: &[u16]) -> Vec<u8> {
+        let img: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_raw(w, h, vals.to_vec()).unwrap();
+        encode(DynamicImage::ImageLuma16(img), ImageFormat::Png)
+    }
+
+    #[test]
+    fn depth_l16_scaled() {
+        let bytes = depth_png(3, 2, &[0, 1, 1000, 12345, 65535, 0]);
+        let d = decode_depth(&bytes, 0.1, "d.png").unwrap();
+        assert_eq!((d.width, d.height), (3, 2));
+        assert_eq!(d.mm, vec![0.0, 0.1, 100.0, 1234.5, 6553.5, 0.0]);
+        assert_eq!(d.at(1, 1), 6553.5);
+        assert_eq!(d.at(2, 1), 0.0);
+        let d = decode_depth(&bytes, 1.0, "d.png").unwrap();
+        assert_eq!(d.mm, vec![0.0, 1.0, 1000.0, 12345.0, 65535.0, 0.0]);
+    }
+
+    #[test]
+    fn depth_wrong_formats_rejected() {
+        let expect = |bytes: Vec<u8>, found: &str| {
+            let msg = err_text(decode_depth(&bytes, 1.0, "depth.png"));
+            assert_eq!(msg, format!("depth.png: depth must be a single-channel 16-bit PNG, got {found}"));
+        };
+        expect(encode(GrayImage::new(2, 2).into(), ImageFormat::Png), "8-bit grey");
+        expect(encode(RgbImage::new(2, 2).into(), ImageFormat::Png), "8-bit RGB");
+        expect(encode(RgbaImage::new(2, 2).into(), ImageFormat::Png), "8-bit RGBA");
+        let rgb16: ImageBuffer<Rgb<u16>, Vec<u16>> = ImageBuffer::new(2, 2);
+        expect(encode(DynamicImage::ImageRgb16(rgb16), ImageFormat::Png), "16-bit RGB");
+        let rgba16: ImageBuffer<Rgba<u16>, Vec<u16>> = ImageBuffer::new(2, 2);
+        expect(encode(DynamicImage::ImageRgba16(rgba16), ImageFormat::Png), "16-bit RGBA");
+        expect(encode(RgbImage::new(8, 8).into(), ImageFormat::Jpeg), "a JPEG image");
+    }
+
+    #[test]
+    fn depth_other_errors() {
+        let msg = err_text(decode_depth(b"", 1.0, "d.png"));
+        assert!(msg.starts_with("d.png: ") && msg.contains("empty"), "{msg}");
+        let msg = err_text(decode_depth(b"garbage", 1.0, "d.png"));
+        assert!(msg.contains("not a readable PNG/JPEG image"), "{msg}");
+        let msg = err_text(decode_depth(&depth_png(1, 1, &[5]), 0.0, "d.png"));
+        assert!(msg.contains("depth_scale must be a positive number"), "{msg}");
+        // A zero-sized PNG is invalid; whichever layer catches it, it must be an error.
+        let zero: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::new(0, 0);
+        let mut out = Cursor::new(Vec::new());
+        if DynamicImage::ImageLuma16(zero).write_to(&mut out, ImageFormat::Png).is_ok() {
+            assert!(decode_depth(&out.into_inner(), 1.0, "z.png").is_err());
+        }
+    }
+
+    #[test]
+    fn same_size_check() {
+        let rgb = RgbImage::new(640, 480);
+        let depth = DepthMm { width: 640, height: 480, mm: vec![0.0; 640 * 480] };
+        check_same_size(&rgb, &depth).unwrap();
+        let small = DepthMm { width: 320, height: 240, mm: vec![0.0; 320 * 240] };
+        let msg = err_text(check_same_size(&rgb, &small));
+        assert!(
+            msg.contains(
+                "RGB is 640x480 but depth is 320x240: they must be the same size \
+                 (the depth must be registered to the colour image)"
+            ),
+            "{msg}"
+        );
+    }
 }
