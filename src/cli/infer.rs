@@ -71,6 +71,11 @@ pub struct InferArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceRequest,
 
+    /// Also write a PNG of the colour image with each pose's model outline drawn over it
+    /// (best pose in red, then green, blue, ...).
+    #[arg(long, value_name = "FILE")]
+    overlay: Option<PathBuf>,
+
     /// Pretty-print the JSON.
     #[arg(long)]
     pretty: bool,
@@ -112,6 +117,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         "inputs".into(),
         json!({"rgb": args.rgb, "depth": args.depth, "cam": args.cam, "cad": args.cad, "diameter_mm": model.diameter}),
     );
+    if let Some(path) = &args.overlay {
+        let poses: Vec<_> = est.poses.iter().map(|p| p.pose).collect();
+        let img = sam6d::render::overlay::draw_outlines(&frame.rgb, &model.mesh, &frame.camera, &poses);
+        img.save(path).with_context(|| format!("writing overlay {}", path.display()))?;
+        out.insert("overlay".into(), json!(path));
+    }
     let value = Value::Object(out);
     let text = if args.pretty { serde_json::to_string_pretty(&value)? } else { serde_json::to_string(&value)? };
 

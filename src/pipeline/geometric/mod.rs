@@ -1,6 +1,7 @@
 //! The weights-free pose pipeline: PPF voting proposes poses, ICP refines them against the
 //! measured depth, and render-and-compare verification decides which are real. Runs on the
 //! CPU on any machine; it is also the fallback when no network weights are given.
+pub mod color;
 pub mod icp;
 pub mod ppf;
 pub mod scene;
@@ -20,6 +21,8 @@ pub struct Params {
     pub step_rel: f32,
     /// Every n-th scene point is a voting reference.
     pub ref_stride: usize,
+    /// At most this many partner points vote with each reference.
+    pub max_partners: usize,
     /// Accumulator peaks kept per reference.
     pub peaks_per_ref: usize,
     /// Pose clusters refined and verified.
@@ -41,8 +44,9 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            step_rel: 0.04,
-            ref_stride: 5,
+            step_rel: env_or("SAM6D_STEP_REL", 0.05),
+            ref_stride: env_or("SAM6D_REF_STRIDE", 10),
+            max_partners: env_or("SAM6D_MAX_PARTNERS", 100_000),
             peaks_per_ref: 2,
             candidates: 48,
             cluster_rot: 30f64.to_radians(),
@@ -57,6 +61,11 @@ impl Default for Params {
     }
 }
 
+// Tuning hook while the defaults are being measured; not a user interface.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// What the geometric stages derive from a CAD model once.
 pub struct ModelData {
     pub params: Params,
@@ -68,6 +77,8 @@ pub struct ModelData {
     pub render_mesh: Mesh,
     /// Centre of the bounding box, model frame.
     pub center: Vec3,
+    /// Vertex colours for colour verification, when the model has them.
+    pub colors: Option<color::ColorModel>,
 }
 
 impl ModelData {
@@ -80,7 +91,8 @@ impl ModelData {
         let render_mesh = if mesh.faces.len() > 6000 { mesh.decimated(0.012 * diameter) } else { mesh.clone() };
         let (lo, hi) = mesh.bounds();
         let ppf = PpfModel::build(ppf_cloud, step, diameter);
-        ModelData { params, step, ppf, icp, render_mesh, center: (lo + hi) * 0.5 }
+        let colors = color::ColorModel::new(mesh, diameter);
+        ModelData { params, step, ppf, icp, render_mesh, center: (lo + hi) * 0.5, colors }
     }
 }
 
@@ -125,12 +137,16 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         .collect();
     let valid: Vec<Vec3> = organized.iter().copied().filter(|p| p.z > 0.0).collect();
     let (mut scene, _) = cloud::downsample_with_normals(&valid, md.step, 3);
+    tracing::debug!("{} points before plane removal", scene.len());
     if p.remove_plane {
-        let tol = (0.02 * d).clamp(3.0, 8.0);
-        if let Some(plane) = scene::dominant_plane(&scene, tol, 0.15, 17) {
+        // Sensor noise on a table at 1 m is a few mm; a voxel centroid adds up to half a step.
+        let tol = (0.5 * md.step).clamp(5.0, 10.0);
+        if let Some(plane) = scene::dominant_plane(&scene, tol, 0.1, 17) {
+            tracing::debug!("support plane {:?} removed", plane);
             scene = scene::remove_plane(&scene, &plane, tol);
         }
     }
+    tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", valid.len(), scene.len(), md.step);
     timer.lap("preprocess");
     if scene.len() < 10 {
         timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
@@ -147,17 +163,31 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
             |(acc, touched, nb), chunk| {
                 chunk
                     .iter()
-                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref))
+                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref, p.max_partners))
                     .collect::<Vec<_>>()
             },
         )
         .flatten()
         .collect();
+    tracing::debug!("voting: {} references, model {} points / {} pairs, {} hypotheses", refs.len(), md.ppf.len(), md.ppf.pairs(), hyps.len());
     timer.lap("ppf_voting");
 
     // 3. Pose clustering: neighbours in pose space pool their votes.
     hyps.sort_by(|a, b| b.votes.total_cmp(&a.votes));
     let clusters = cluster(&hyps, p.cluster_rot, p.cluster_trans_rel * d as f64, &md.center);
+    if let Ok(gt) = std::env::var("SAM6D_DEBUG_GT") {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gt).unwrap()).unwrap();
+        let r: Vec<f64> = v["r"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>()).collect();
+        let t: Vec<f64> = v["t"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let gt = Pose::new(nalgebra::Matrix3::from_row_slice(&r), nalgebra::Vector3::from_row_slice(&t));
+        let c = md.center.cast::<f64>();
+        let close = |p: &Pose| (p.apply(&c) - gt.apply(&c)).norm() < 0.1 * d as f64 && p.rotation_angle_to(&gt) < 0.4;
+        let near_refs = refs.iter().filter(|&&r| (scene.points[r].cast::<f64>() - gt.apply(&c)).norm() < 0.5 * d as f64).count();
+        let good: Vec<(usize, f32)> = hyps.iter().enumerate().filter(|(_, h)| close(&h.pose)).map(|(i, h)| (i, h.votes)).collect();
+        let crank = clusters.iter().position(|(p, _)| close(p));
+        eprintln!("GT: {} refs near object, {} good hyps of {} (ranks {:?}), top votes {:?}, good cluster rank {:?} votes {:?}, top cluster votes {:?}",
+            near_refs, good.len(), hyps.len(), good.iter().take(8).collect::<Vec<_>>(), hyps.iter().take(5).map(|h| h.votes).collect::<Vec<_>>(), crank, crank.map(|i| clusters[i].1), clusters.iter().take(5).map(|c| c.1).collect::<Vec<_>>());
+    }
     let candidates: Vec<Pose> = clusters.into_iter().take(p.candidates).map(|c| c.0).collect();
     timer.lap("clustering");
 
@@ -172,26 +202,27 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         .map(|pose| icp::refine(&org, &cp, &cn, pose, 12, 3.0 * md.step, tol).pose)
         .collect();
     timer.lap("icp");
+    let check = |pose: &Pose| verify::verify(&md.render_mesh, md.colors.as_ref(), pose, cam, &frame.depth, &frame.rgb, tol);
     let mut scored: Vec<Scored> = refined
         .par_iter()
-        .map(|pose| Scored { pose: *pose, score: verify::verify(&md.render_mesh, pose, cam, &frame.depth, tol).score })
+        .map(|pose| Scored { pose: *pose, score: check(pose).0.score })
         .collect();
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
     timer.lap("verify");
 
     // 5. Final polish of the best few with all ICP points, re-verified, then NMS.
-    let keep = (opts.max_instances * 3).max(4).min(scored.len());
+    // Only candidates that can still make it are polished: a handful beyond what is returned.
+    let keep = (opts.max_instances + 4).min(scored.len());
     let mut finals: Vec<(Scored, Vec<f32>)> = scored[..keep]
         .par_iter()
         .map(|s| {
             let r = icp::refine(&org, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
-            let rendered = crate::render::raster::render_depth(&md.render_mesh, cam, &r.pose, w, h);
-            let v = verify::score_depth(&rendered, &frame.depth, tol);
+            let (v, rendered) = check(&r.pose);
+            tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
             if v.score >= s.score {
                 (Scored { pose: r.pose, score: v.score }, rendered)
             } else {
-                let rendered = crate::render::raster::render_depth(&md.render_mesh, cam, &s.pose, w, h);
-                (Scored { pose: s.pose, score: s.score }, rendered)
+                (Scored { pose: s.pose, score: s.score }, check(&s.pose).1)
             }
         })
         .collect();

@@ -84,6 +84,9 @@ pub struct PpfModel {
     entries: Vec<Entry>,
     /// cos → angle bin (and fractional position), avoiding acos in the hot loop.
     cos_lut: Vec<(u16, f32)>,
+    bucket_cap: usize,
+    /// Fraction of a bin at each edge within which the neighbouring bin also votes.
+    band: f32,
 }
 
 #[derive(Clone, Copy)]
@@ -124,6 +127,8 @@ impl PpfModel {
             offsets: Vec::new(),
             entries: Vec::new(),
             cos_lut: build_cos_lut(),
+            bucket_cap: usize::MAX,
+            band: std::env::var("SAM6D_BAND").ok().and_then(|v| v.parse().ok()).unwrap_or(0.25),
         };
         let n = model.cloud.len();
         let nkeys = dist_bins * ANGLE_BINS * ANGLE_BINS * ANGLE_BINS;
@@ -155,11 +160,27 @@ impl PpfModel {
         }
         model.offsets = offsets;
         model.entries = entries;
+        let sizes: Vec<usize> = model.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).filter(|&s| s > 0).collect();
+        let total: usize = sizes.iter().sum();
+        let mean = total as f64 / sizes.len().max(1) as f64;
+        let expected = sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() / total.max(1) as f64;
+        let capf: f64 = std::env::var("SAM6D_BUCKET_CAP").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
+        if capf > 0.0 {
+            model.bucket_cap = ((capf * mean) as usize).max(1);
+            let visited: f64 = sizes.iter().map(|&s| (s as f64).min(model.bucket_cap as f64) * s as f64).sum::<f64>() / total.max(1) as f64;
+            tracing::debug!("bucket cap {}: expected visited bucket {:.1}", model.bucket_cap, visited);
+        }
+        tracing::debug!("ppf table: {} keys used, mean bucket {:.1}, expected visited bucket {:.1}", sizes.len(), mean, expected);
         model
     }
 
     pub fn len(&self) -> usize {
         self.cloud.len()
+    }
+
+    /// Model pairs in the table.
+    pub fn pairs(&self) -> usize {
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -175,9 +196,9 @@ impl PpfModel {
     fn angle(&self, cos: f32) -> Quant {
         let idx = ((cos.clamp(-1.0, 1.0) + 1.0) * 0.5 * COS_LUT as f32 + 0.5) as usize;
         let (bin, frac) = self.cos_lut[idx];
-        let alt = if frac < 0.25 && bin > 0 {
+        let alt = if frac < self.band && bin > 0 {
             Some(bin - 1)
-        } else if frac > 0.75 && (bin as usize) < ANGLE_BINS - 1 {
+        } else if frac > 1.0 - self.band && (bin as usize) < ANGLE_BINS - 1 {
             Some(bin + 1)
         } else {
             None
@@ -201,9 +222,9 @@ impl PpfModel {
             return None;
         }
         let frac = df - dbin as f32;
-        let dalt = if frac < 0.25 && dbin > 0 {
+        let dalt = if frac < self.band && dbin > 0 {
             Some(dbin as u16 - 1)
-        } else if frac > 0.75 && dbin + 1 < self.dist_bins {
+        } else if frac > 1.0 - self.band && dbin + 1 < self.dist_bins {
             Some(dbin as u16 + 1)
         } else {
             None
@@ -222,13 +243,17 @@ impl PpfModel {
         touched: &mut Vec<u32>,
         neighbours: &mut Vec<u32>,
         peaks: usize,
+        max_partners: usize,
     ) -> Vec<Hypothesis> {
         let (sp, sn) = (&scene.points[r], &scene.normals[r]);
         let frame = RefFrame::new(sp, sn);
         grid.within(&scene.points, sp, self.max_dist, neighbours);
         let alpha_scale = ALPHA_BINS as f32 / (2.0 * PI);
         let mut keys: [usize; 16] = [0; 16];
-        for &j in neighbours.iter() {
+        // A spread subset of partners votes: the peak only needs enough of them, and the
+        // cost is linear in their number.
+        let stride = neighbours.len().div_ceil(max_partners.max(1)).max(1);
+        for &j in neighbours.iter().step_by(stride) {
             let j = j as usize;
             if j == r {
                 continue;
@@ -250,7 +275,14 @@ impl PpfModel {
             }
             for &key in &keys[..nk] {
                 let (a, b) = (self.offsets[key] as usize, self.offsets[key + 1] as usize);
-                for e in &self.entries[a..b] {
+                // Common features (flat patches) fill huge buckets: visit a spread subset and
+                // weigh each vote by the stride, an unbiased estimate of the full vote at a
+                // fraction of the cost. The start varies with the partner so no entry is
+                // always skipped.
+                let stride = (b - a).div_ceil(self.bucket_cap).max(1);
+                let start = a + j % stride;
+                let weight = stride.min(u16::MAX as usize) as u16;
+                for e in self.entries[start..b].iter().step_by(stride) {
                     // Rotation about x taking the model point's angle to the scene point's.
                     let mut th = alpha_s - e.alpha;
                     if th < 0.0 {
@@ -261,7 +293,7 @@ impl PpfModel {
                     if acc[cell] == 0 {
                         touched.push(cell as u32);
                     }
-                    acc[cell] = acc[cell].saturating_add(1);
+                    acc[cell] = acc[cell].saturating_add(weight);
                 }
             }
         }

@@ -34,7 +34,8 @@ pub fn dominant_plane(c: &cloud::Cloud, tol: f32, min_fraction: f32, seed: u64) 
             nrm = -nrm;
         }
         let plane = Plane { n: nrm, d: -nrm.dot(&a) };
-        let cos_ok = 0.9f32;
+        // Normals of a noisy down-sampled table scatter: only reject the clearly different.
+        let cos_ok = 0.8f32;
         let count = probe
             .iter()
             .filter(|&&i| plane.signed_distance(&c.points[i]).abs() < tol && c.normals[i].dot(&nrm) > cos_ok)
@@ -44,6 +45,7 @@ pub fn dominant_plane(c: &cloud::Cloud, tol: f32, min_fraction: f32, seed: u64) 
         }
     }
     let (count, plane) = best?;
+    tracing::debug!("plane candidate: {:.1}% of {} probe points", 100.0 * count as f32 / probe.len() as f32, probe.len());
     if (count as f32) < min_fraction * probe.len() as f32 {
         return None;
     }

@@ -5,6 +5,8 @@
 use crate::geometry::{Mesh, Pose};
 use crate::io::{Camera, DepthMm};
 use crate::render::raster::render_depth;
+use super::color::ColorModel;
+use image::RgbImage;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Verdict {
@@ -20,21 +22,120 @@ pub struct Verdict {
     pub occluded: usize,
     /// No measurement.
     pub missing: usize,
+    /// Silhouette pixels where the measured depth just outside jumps away (the object really
+    /// ends there), and where the measured surface continues flat across the silhouette.
+    pub edge_support: usize,
+    pub edge_contradiction: usize,
+    /// inliers / weighted (inliers, violations, occluded, missing), before the edge term.
+    pub surface_score: f32,
+    /// Fraction of inlier pixels whose colour matches the model's (None: no colours).
+    pub color_score: Option<f32>,
 }
 
-/// Scores `pose`. `tolerance` (mm) is the agreement band around the rendered depth.
-pub fn verify(mesh: &Mesh, pose: &Pose, cam: &Camera, depth: &DepthMm, tolerance: f32) -> Verdict {
+/// Pixel rectangle [u0, u1) × [v0, v1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Roi {
+    pub u0: usize,
+    pub v0: usize,
+    pub u1: usize,
+    pub v1: usize,
+}
+
+impl Roi {
+    pub fn full(w: usize, h: usize) -> Roi {
+        Roi { u0: 0, v0: 0, u1: w, v1: h }
+    }
+
+    /// Where the posed mesh can appear (its projected bounding box), with a margin for the
+    /// silhouette test; the whole frame when part of it is behind the camera.
+    pub fn of(mesh: &Mesh, pose: &Pose, cam: &Camera, w: usize, h: usize) -> Roi {
+        let (lo, hi) = mesh.bounds();
+        let (mut umin, mut vmin, mut umax, mut vmax) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for k in 0..8 {
+            let c = nalgebra::Vector3::new(
+                if k & 1 == 0 { lo.x } else { hi.x },
+                if k & 2 == 0 { lo.y } else { hi.y },
+                if k & 4 == 0 { lo.z } else { hi.z },
+            );
+            let p = pose.apply(&c.cast::<f64>());
+            if p.z <= 1.0 {
+                return Roi::full(w, h);
+            }
+            let [u, v] = cam.project([p.x, p.y, p.z]);
+            umin = umin.min(u);
+            vmin = vmin.min(v);
+            umax = umax.max(u);
+            vmax = vmax.max(v);
+        }
+        let m = OUTSIDE as f64 + BORDER as f64 + 2.0;
+        let clamp = |x: f64, n: usize| x.clamp(0.0, n as f64) as usize;
+        Roi { u0: clamp(umin - m, w), v0: clamp(vmin - m, h), u1: clamp(umax + m + 1.0, w), v1: clamp(vmax + m + 1.0, h) }
+    }
+}
+
+/// Scores `pose` against the frame: depth agreement, silhouette, and colour when the model has
+/// colours. `tolerance` (mm) is the agreement band around the rendered depth. Also returns the
+/// rendered depth (for overlap tests between instances).
+pub fn verify(
+    mesh: &Mesh,
+    colors: Option<&ColorModel>,
+    pose: &Pose,
+    cam: &Camera,
+    depth: &DepthMm,
+    rgb: &RgbImage,
+    tolerance: f32,
+) -> (Verdict, Vec<f32>) {
     let rendered = render_depth(mesh, cam, pose, depth.width, depth.height);
-    score_depth(&rendered, depth, tolerance)
+    let roi = Roi::of(mesh, pose, cam, depth.width, depth.height);
+    let mut v = score_depth(&rendered, depth, tolerance, roi);
+    if let Some(colors) = colors {
+        if v.score > 0.0 {
+            let w = depth.width;
+            // Every other pixel of the depth inliers is plenty.
+            let pixels: Vec<usize> = (roi.v0..roi.v1)
+                .step_by(2)
+                .flat_map(|y| (roi.u0..roi.u1).step_by(2).map(move |x| y * w + x))
+                .filter(|&i| rendered[i] > 0.0 && depth.mm[i] > 0.0 && (depth.mm[i] - rendered[i]).abs() <= tolerance)
+                .collect();
+            v.color_score = colors.agreement(rgb, &rendered, &pixels, cam, pose);
+            if let Some(c) = v.color_score {
+                v.score = (v.score * v.score * c).cbrt();
+            }
+        }
+    }
+    (v, rendered)
 }
 
-pub fn score_depth(rendered: &[f32], depth: &DepthMm, tolerance: f32) -> Verdict {
+/// Pixels this close (px) to the rendered silhouette's edge cannot testify against a pose:
+/// depth and colour are often a pixel or two apart and sensors smear depth at object edges.
+const BORDER: usize = 2;
+
+/// Compares a rendered depth image (0 = no model) with the measurement inside `roi`, which must
+/// contain every rendered pixel.
+pub fn score_depth(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: Roi) -> Verdict {
+    let (w, h) = (depth.width, depth.height);
     let mut v = Verdict::default();
-    for (&r, &m) in rendered.iter().zip(&depth.mm) {
+    let on = |u: usize, v: usize| rendered[v * w + u] > 0.0;
+    let near_edge = |u: usize, v: usize| {
+        u < BORDER
+            || v < BORDER
+            || u + BORDER >= w
+            || v + BORDER >= h
+            || (1..=BORDER).any(|k| !on(u - k, v) || !on(u + k, v) || !on(u, v - k) || !on(u, v + k) || !on(u - k, v - k) || !on(u + k, v + k) || !on(u - k, v + k) || !on(u + k, v - k))
+    };
+    let mut edge_inliers = 0usize;
+    for i in (roi.v0..roi.v1).flat_map(|v| (roi.u0..roi.u1).map(move |u| v * w + u)) {
+        let (r, m) = (rendered[i], depth.mm[i]);
         if r <= 0.0 {
             continue;
         }
         v.pixels += 1;
+        let agrees = m > 0.0 && (m - r).abs() <= tolerance;
+        if near_edge(i % w, i / w) {
+            // Edge pixels may only support a pose.
+            edge_inliers += agrees as usize;
+            continue;
+        }
         if m <= 0.0 {
             v.missing += 1;
         } else if m > r + tolerance {
@@ -45,12 +146,59 @@ pub fn score_depth(rendered: &[f32], depth: &DepthMm, tolerance: f32) -> Verdict
             v.inliers += 1;
         }
     }
-    let measured = v.pixels - v.missing;
-    // A violation is stronger evidence against the pose than an occlusion is (occluders are
-    // common, seeing through an object is not), so it weighs double.
-    let denom = v.inliers + 2 * v.violations + v.occluded;
-    v.score = if measured < 20 || denom == 0 { 0.0 } else { v.inliers as f32 / denom as f32 };
+    // A violation is stronger evidence against the pose than an occlusion (occluders are
+    // common, seeing through a solid object is not), so it weighs double; a missing
+    // measurement (dark, shiny, or out of range) weighs half: it neither supports nor refutes.
+    let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
+    v.inliers += edge_inliers;
+    v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { ((v.inliers - edge_inliers) as f32 / denom).min(1.0) };
+    silhouette_evidence(rendered, depth, tolerance, roi, &mut v);
+    // A shape "found" inside a larger smooth surface fits the depth but has no silhouette;
+    // the geometric mean needs both.
+    let edge = if v.edge_support + v.edge_contradiction < 10 {
+        0.5
+    } else {
+        v.edge_support as f32 / (v.edge_support + v.edge_contradiction) as f32
+    };
+    v.score = (v.surface_score * edge).sqrt();
     v
+}
+
+/// How far outside the silhouette (px) the background is sampled.
+const OUTSIDE: isize = 3;
+
+/// For each silhouette pixel, compares the rendered depth with the measurement a few pixels
+/// outward: farther (or nothing) supports an object edge, the same depth contradicts it,
+/// closer is an occluder and says nothing.
+fn silhouette_evidence(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: Roi, v: &mut Verdict) {
+    let (w, h) = (depth.width as isize, depth.height as isize);
+    let on = |u: isize, v: isize| u >= 0 && v >= 0 && u < w && v < h && rendered[(v * w + u) as usize] > 0.0;
+    for y in roi.v0 as isize..roi.v1 as isize {
+        for x in roi.u0 as isize..roi.u1 as isize {
+            if !on(x, y) {
+                continue;
+            }
+            for (dx, dy) in [(-1, 0), (1, 0), (0, -1), (0, 1)] {
+                if on(x + dx, y + dy) {
+                    continue;
+                }
+                let (ox, oy) = (x + dx * OUTSIDE, y + dy * OUTSIDE);
+                if ox < 0 || oy < 0 || ox >= w || oy >= h || on(ox, oy) {
+                    break;
+                }
+                let r = rendered[(y * w + x) as usize];
+                let m = depth.mm[(oy * w + ox) as usize];
+                if m <= 0.0 {
+                    // Sensors lose depth right behind object edges (shadowing): weak support.
+                } else if m > r + 2.0 * tolerance {
+                    v.edge_support += 1;
+                } else if m > r - tolerance {
+                    v.edge_contradiction += 1;
+                }
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,26 +207,56 @@ mod tests {
 
     #[test]
     fn scores_agreement_violation_and_occlusion() {
-        let depth = DepthMm { width: 10, height: 10, mm: vec![500.0; 100] };
-        let mut rendered = vec![0.0f32; 100];
-        for r in rendered.iter_mut().take(50) {
-            *r = 502.0;
+        // 40x40 frame; the model covers a 20x20 square (16x16 interior beyond the 2-px border).
+        let (w, h) = (40, 40);
+        let depth = DepthMm { width: w, height: h, mm: vec![500.0; w * h] };
+        let full = Roi::full(w, h);
+        let mut rendered = vec![0.0f32; w * h];
+        for v in 10..30 {
+            for u in 10..30 {
+                rendered[v * w + u] = 502.0;
+            }
         }
-        let v = score_depth(&rendered, &depth, 5.0);
-        assert_eq!((v.pixels, v.inliers), (50, 50));
+        // Flat background at the model's depth: the surface fits but no edge is seen.
+        let v = score_depth(&rendered, &depth, 5.0, full);
+        assert_eq!((v.pixels, v.inliers), (400, 400));
+        assert_eq!(v.surface_score, 1.0);
+        assert_eq!(v.edge_support, 0);
+        assert!(v.edge_contradiction >= 76);
+        assert_eq!(v.score, 0.0);
+        // The same with the background 100 mm behind: a real object.
+        let mut stand = depth.clone();
+        for (m, r) in stand.mm.iter_mut().zip(&rendered) {
+            if *r == 0.0 {
+                *m = 600.0;
+            }
+        }
+        let v = score_depth(&rendered, &stand, 5.0, full);
+        assert!(v.edge_support >= 76 && v.edge_contradiction == 0);
         assert_eq!(v.score, 1.0);
+        let depth = stand;
         // Model 20 mm in front of the measured surface: the sensor saw through it.
         let front: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 480.0 } else { 0.0 }).collect();
-        let v = score_depth(&front, &depth, 5.0);
-        assert_eq!((v.violations, v.score), (50, 0.0));
+        let v = score_depth(&front, &depth, 5.0, full);
+        assert_eq!((v.violations, v.surface_score), (256, 0.0));
         // Model behind the surface: occluded, also no support.
         let behind: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 530.0 } else { 0.0 }).collect();
-        assert_eq!(score_depth(&behind, &depth, 5.0).occluded, 50);
-        // Half the model occluded: score halves.
+        assert_eq!(score_depth(&behind, &depth, 5.0, full).occluded, 256);
+        // Upper half of the square occluded: interior rows 12..20 of 12..28 → score 1/2.
         let mut half = rendered.clone();
-        for r in half.iter_mut().take(25) {
-            *r = 530.0;
+        for v in 10..20 {
+            for u in 10..30 {
+                half[v * w + u] = 530.0;
+            }
         }
-        assert!((score_depth(&half, &depth, 5.0).score - 0.5).abs() < 1e-6);
+        assert!((score_depth(&half, &depth, 5.0, full).surface_score - 0.5).abs() < 1e-6);
+        // Missing measurements count half.
+        let mut holes = depth.clone();
+        for v in 12..20 {
+            for u in 12..28 {
+                holes.mm[v * w + u] = 0.0;
+            }
+        }
+        assert!((score_depth(&rendered, &holes, 5.0, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 128.0 / (128.0 + 64.0)).abs() < 1e-6);
     }
 }

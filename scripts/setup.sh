@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what sam6d needs on a fresh machine and builds it:
+#   .venv with torch==2.13.0 (provides libtorch for tch), then `cargo build --release`.
+# Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+TORCH_VERSION=2.13.0
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: installing python3-venv (needed for the libtorch venv)" >&2
+    apt-get update -qq && apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv" >&2
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null; then
+    echo "setup: installing torch==$TORCH_VERSION into .venv (libtorch for tch; ~5 GB)" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+
+source scripts/env.sh
+echo "setup: building sam6d (release)" >&2
+cargo build --release --quiet
+echo "setup: ready: $root/target/release/sam6d" >&2
