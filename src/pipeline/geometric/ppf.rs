@@ -89,10 +89,27 @@ pub struct PpfModel {
     band: f32,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    model_ref: u32,
-    alpha: f32,
+/// One model pair in the table, packed into 32 bits for cache: the accumulator row of its
+/// reference point (model_ref × ALPHA_BINS) in the high 24 bits, its angle α in
+/// 1/ALPHA_SUB-bin units in the low 8 (1.5° resolution, finer than the 12° bins voted into).
+#[derive(Clone, Copy, Default)]
+struct Entry(u32);
+
+/// Sub-steps of an α bin used for the stored angles.
+const ALPHA_SUB: usize = 8;
+const ALPHA_UNITS: u32 = (ALPHA_BINS * ALPHA_SUB) as u32;
+
+impl Entry {
+    fn new(model_ref: usize, alpha: f32) -> Entry {
+        Entry(((model_ref * ALPHA_BINS) as u32) << 8 | alpha_units(alpha))
+    }
+}
+
+/// α in [−π, π] → integer units in [0, ALPHA_UNITS).
+#[inline]
+fn alpha_units(alpha: f32) -> u32 {
+    let a = alpha.rem_euclid(2.0 * PI) * (ALPHA_UNITS as f32 / (2.0 * PI));
+    (a as u32).min(ALPHA_UNITS - 1)
 }
 
 fn build_cos_lut() -> Vec<(u16, f32)> {
@@ -141,7 +158,7 @@ impl PpfModel {
                 }
                 if let Some(q) = model.quantise(i, j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
                     let key = model.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
-                    keyed.push((key as u32, Entry { model_ref: i as u32, alpha: model.frames[i].alpha(&model.cloud.points[j]) }));
+                    keyed.push((key as u32, Entry::new(i, model.frames[i].alpha(&model.cloud.points[j]))));
                 }
             }
         }
@@ -153,7 +170,7 @@ impl PpfModel {
             offsets[k + 1] += offsets[k];
         }
         let mut fill = offsets.clone();
-        let mut entries = vec![Entry { model_ref: 0, alpha: 0.0 }; keyed.len()];
+        let mut entries = vec![Entry::default(); keyed.len()];
         for (k, e) in keyed {
             entries[fill[k as usize] as usize] = e;
             fill[k as usize] += 1;
@@ -259,7 +276,8 @@ impl PpfModel {
                 continue;
             }
             let Some(q) = self.quantise(r, j, &scene.points, &scene.normals, sp, sn) else { continue };
-            let alpha_s = frame.alpha(&scene.points[j]);
+            // Scene angle in the same units, offset so that (α_s − α_m) stays non-negative.
+            let alpha_s = alpha_units(frame.alpha(&scene.points[j])) + ALPHA_UNITS;
             // All combinations of bin/alternative per component (1 to 16 keys).
             let mut nk = 1;
             keys[0] = self.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
@@ -284,12 +302,11 @@ impl PpfModel {
                 let weight = stride.min(u16::MAX as usize) as u16;
                 for e in self.entries[start..b].iter().step_by(stride) {
                     // Rotation about x taking the model point's angle to the scene point's.
-                    let mut th = alpha_s - e.alpha;
-                    if th < 0.0 {
-                        th += 2.0 * PI;
+                    let mut th = alpha_s - (e.0 & 0xFF);
+                    if th >= ALPHA_UNITS {
+                        th -= ALPHA_UNITS;
                     }
-                    let bin = ((th * alpha_scale) as usize).min(ALPHA_BINS - 1);
-                    let cell = e.model_ref as usize * ALPHA_BINS + bin;
+                    let cell = (e.0 >> 8) as usize + th as usize / ALPHA_SUB;
                     if acc[cell] == 0 {
                         touched.push(cell as u32);
                     }

@@ -1,0 +1,171 @@
+//! Accuracy of the pipeline on the synthetic benchmark set (BOP-style scores).
+//!
+//! `cargo bench --bench accuracy -- [--seed N] [--scenes N] [--verbose]`
+//!
+//! Targets: obj_000005 (from ../shared/testdata/sam6d-example, when present) and the
+//! procedural mug and bracket. Each frame is run once per target object that appears in it;
+//! estimates are matched one-to-one to that object's instances, greedily by MSSD (pairs beyond
+//! 0.5 × diameter never match). Unmatched instances count as missed, unmatched estimates as
+//! false positives. AR = mean of AR_MSSD and AR_MSPD (BOP 2019+ without VSD).
+use sam6d::geometry::metrics::{add_recall, ar_mssd_mspd, PoseErrors};
+use sam6d::geometry::{Pose, Vec3};
+use sam6d::pipeline::{Frame, ObjectModel, Options, Pipeline};
+use sam6d::synth::eval::{match_estimates, mean, median, StageTimes};
+use sam6d::synth::{benchmark_set, procedural_targets, NamedMesh};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+const DEFAULT_SEED: u64 = 2024;
+const DEFAULT_SCENES: usize = 24;
+const EXAMPLE_DIR: &str = "../shared/testdata/sam6d-example";
+
+/// `--name value` from the command line (cargo adds `--bench`, which is ignored).
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => match args.get(i + 1).map(|v| v.parse()) {
+            Some(Ok(v)) => v,
+            _ => {
+                eprintln!("{name} needs a number");
+                std::process::exit(2);
+            }
+        },
+        None => default,
+    }
+}
+
+/// Per-object (and overall) accumulators.
+#[derive(Default)]
+struct Tally {
+    errors: Vec<PoseErrors>,
+    false_positives: usize,
+    failures: usize,
+    ms: Vec<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let seed: u64 = arg("--seed", DEFAULT_SEED);
+    let n_scenes: usize = arg("--scenes", DEFAULT_SCENES);
+    // Per-instance lines: scene, object, visible fraction, errors of the matched estimate.
+    let verbose = std::env::args().any(|a| a == "--verbose");
+
+    let mut targets = Vec::new();
+    let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");
+    match sam6d::io::ply::read_ply(&obj5) {
+        Ok(mesh) => targets.push(NamedMesh::new("obj_000005", mesh)),
+        Err(e) => println!("note: {e}; running with procedural targets only"),
+    }
+    targets.extend(procedural_targets());
+
+    let t0 = Instant::now();
+    let frames = benchmark_set(seed, n_scenes, &targets);
+    let gen_s = t0.elapsed().as_secs_f64();
+
+    let mut models: BTreeMap<String, (ObjectModel, Vec<Vec3>, f64)> = BTreeMap::new();
+    let mut build_ms = Vec::new();
+    for t in &targets {
+        let t0 = Instant::now();
+        let model = ObjectModel::from_mesh(&t.name, (*t.mesh).clone())?;
+        build_ms.push((t.name.clone(), t0.elapsed().as_secs_f64() * 1e3));
+        let pts = model.mesh.vertices.clone();
+        let diameter = model.diameter as f64;
+        models.insert(t.name.clone(), (model, pts, diameter));
+    }
+
+    println!("sam6d accuracy benchmark");
+    println!("scenes {n_scenes}, seed {seed}, 640x480 Kinect intrinsics, Kinect-like depth noise");
+    println!("scene generation {:.2} s", gen_s);
+    for (name, ms) in &build_ms {
+        println!("model build {name}: {ms:.1} ms (diameter {:.1} mm)", models[name].2);
+    }
+
+    let pipeline = Pipeline::new(Options::default());
+    let mut per_object: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut stages = StageTimes::default();
+    let mut first_error = None;
+    for (i, f) in frames.iter().enumerate() {
+        let frame = Frame { rgb: f.rgb.clone(), depth: f.depth.clone(), camera: f.camera };
+        let mut names: Vec<&str> = f.gt.iter().map(|g| g.object.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let (model, pts, diameter) = &models[name];
+            let gt: Vec<Pose> = f.gt.iter().filter(|g| g.object == name).map(|g| g.pose).collect();
+            let tally = per_object.entry(name.to_string()).or_default();
+            let t0 = Instant::now();
+            let result = pipeline.estimate(&frame, model);
+            tally.ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            let estimates: Vec<Pose> = match result {
+                Ok(est) => {
+                    for (stage, ms) in &est.timings {
+                        stages.add(stage, *ms);
+                    }
+                    est.poses.iter().map(|p| p.pose).collect()
+                }
+                Err(e) => {
+                    tally.failures += 1;
+                    first_error.get_or_insert_with(|| format!("scene {i}, {name}: {e:#}"));
+                    Vec::new()
+                }
+            };
+            let m = match_estimates(&estimates, &gt, pts, &f.camera, *diameter);
+            if verbose {
+                let vis = f.gt.iter().filter(|g| g.object == name).map(|g| g.visible_fraction);
+                for (e, vf) in m.errors.iter().zip(vis) {
+                    println!(
+                        "scene {i:>3} {name:<12} visible {vf:.2}  ADD {:>7.1}  MSSD {:>7.1}  MSPD {:>6.1}  ({} estimates)",
+                        e.add,
+                        e.mssd,
+                        e.mspd,
+                        estimates.len()
+                    );
+                }
+            }
+            tally.errors.extend(m.errors);
+            tally.false_positives += m.false_positives;
+        }
+    }
+
+    println!();
+    println!(
+        "{:<12} {:>5} {:>9} {:>8} {:>8} {:>6} {:>4} {:>6} {:>9} {:>9}",
+        "object", "inst", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "FP", "failed", "mean ms", "median ms"
+    );
+    let mut all = Tally::default();
+    let row = |name: &str, t: &Tally| {
+        let ar = ar_mssd_mspd(&t.errors, 640);
+        println!(
+            "{:<12} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>4} {:>6} {:>9.1} {:>9.1}",
+            name,
+            t.errors.len(),
+            add_recall(&t.errors, 0.1),
+            ar.ar_mssd,
+            ar.ar_mspd,
+            ar.ar,
+            t.false_positives,
+            t.failures,
+            mean(&t.ms),
+            median(&t.ms)
+        );
+    };
+    for (name, t) in &per_object {
+        row(name, t);
+        all.errors.extend_from_slice(&t.errors);
+        all.false_positives += t.false_positives;
+        all.failures += t.failures;
+        all.ms.extend_from_slice(&t.ms);
+    }
+    row("overall", &all);
+
+    println!();
+    println!("{:<24} {:>9} {:>9} {:>6}", "stage", "mean ms", "median ms", "calls");
+    for (stage, m, med, n) in stages.summary() {
+        println!("{stage:<24} {m:>9.1} {med:>9.1} {n:>6}");
+    }
+    if let Some(e) = first_error {
+        println!();
+        println!("first pipeline error: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Reproducible synthetic RGB-D scenes for benchmarks and tests: procedural meshes
+//! ([`shapes`]), table-top scenes with ground truth ([`scene`]), Kinect-like depth corruption
+//! ([`noise`]), the fixed benchmark set ([`benchmark`]) and its scoring ([`eval`]). Everything follows from a u64 seed.
+pub mod benchmark;
+pub mod eval;
+pub mod noise;
+pub mod rng;
+pub mod scene;
+pub mod shapes;
+
+pub use benchmark::{benchmark_set, benchmark_spec, procedural_targets};
+pub use noise::DepthNoise;
+pub use scene::{generate, GtInstance, NamedMesh, SceneSpec, SceneTarget, SyntheticFrame, KINECT};
