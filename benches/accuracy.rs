@@ -80,6 +80,13 @@ fn main() -> anyhow::Result<()> {
         println!("model build {name}: {ms:.1} ms (diameter {:.1} mm)", models[name].2);
     }
 
+    // --dump DIR: write every scene as files the CLI reads (debugging a failure by hand).
+    if let Some(i) = std::env::args().position(|a| a == "--dump") {
+        let dir = std::path::PathBuf::from(std::env::args().nth(i + 1).expect("--dump DIR"));
+        dump(&dir, &frames, &targets)?;
+        println!("scenes written to {}", dir.display());
+    }
+
     let pipeline = Pipeline::new(Options::default());
     let mut per_object: BTreeMap<String, Tally> = BTreeMap::new();
     let mut stages = StageTimes::default();
@@ -166,6 +173,39 @@ fn main() -> anyhow::Result<()> {
     if let Some(e) = first_error {
         println!();
         println!("first pipeline error: {e}");
+    }
+    Ok(())
+}
+
+fn dump(dir: &Path, frames: &[sam6d::synth::SyntheticFrame], targets: &[NamedMesh]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for t in targets {
+        let m = &t.mesh;
+        let mut text = format!(
+            "ply\nformat ascii 1.0\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\nelement face {}\nproperty list uchar int vertex_indices\nend_header\n",
+            m.vertices.len(),
+            m.faces.len()
+        );
+        for v in &m.vertices {
+            text += &format!("{} {} {}\n", v.x, v.y, v.z);
+        }
+        for f in &m.faces {
+            text += &format!("3 {} {} {}\n", f[0], f[1], f[2]);
+        }
+        std::fs::write(dir.join(format!("{}.ply", t.name)), text)?;
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let d = dir.join(format!("{i:03}"));
+        std::fs::create_dir_all(&d)?;
+        f.rgb.save(d.join("rgb.png"))?;
+        let raw: Vec<u16> = f.depth.mm.iter().map(|&z| z.round().clamp(0.0, 65535.0) as u16).collect();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(f.depth.width as u32, f.depth.height as u32, raw).unwrap().save(d.join("depth.png"))?;
+        let c = f.camera;
+        std::fs::write(d.join("camera.json"), format!("{{\"cam_K\": [{}, 0, {}, 0, {}, {}, 0, 0, 1], \"depth_scale\": 1.0}}", c.fx, c.cx, c.fy, c.cy))?;
+        for (k, g) in f.gt.iter().enumerate() {
+            let gt = serde_json::json!({"object": g.object, "r": g.pose.rotation_rows(), "t": g.pose.translation_array(), "visible": g.visible_fraction});
+            std::fs::write(d.join(format!("gt_{}_{k}.json", g.object)), gt.to_string())?;
+        }
     }
     Ok(())
 }

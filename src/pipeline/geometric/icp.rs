@@ -1,7 +1,8 @@
 //! Point-to-plane ICP with projective data association: each visible model point is projected
 //! into the depth image and paired with the measured point on the same pixel. No search
 //! structure, full sensor resolution, and occluders fall out by the distance gate.
-use crate::geometry::{Pose, Vec3};
+use crate::geometry::{Mesh, Pose, Vec3};
+use crate::render::raster::render_depth;
 use crate::io::Camera;
 use nalgebra::{Matrix6, Rotation3, Vector3, Vector6};
 
@@ -14,19 +15,55 @@ pub struct OrganizedCloud<'a> {
 }
 
 impl OrganizedCloud<'_> {
-    /// The measured point on the pixel where `x` (camera frame) projects, if any.
+    /// Whether camera-frame `x` is on the front surface of a rendered depth image `zbuf`.
     #[inline]
-    pub fn lookup(&self, x: &Vec3) -> Option<&Vec3> {
+    fn visible(&self, x: &Vec3, zbuf: &[f32], slack: f32) -> bool {
         if x.z <= 1.0 {
-            return None;
+            return false;
         }
         let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round();
         let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round();
         if u < 0.0 || v < 0.0 || u >= self.width as f32 || v >= self.height as f32 {
+            return false;
+        }
+        let z = zbuf[v as usize * self.width + u as usize];
+        z > 0.0 && x.z <= z + slack
+    }
+
+    /// The measured point nearest to `x` (camera frame) among the pixels within `radius`
+    /// pixels (sampled every `step`) of where `x` projects. Searching a window, not just the
+    /// one pixel, lets ICP also see sideways misalignment, which a pure projective lookup
+    /// (the measured point on the same ray) can only infer from the normals.
+    #[inline]
+    pub fn nearest(&self, x: &Vec3, radius: i32, step: usize) -> Option<&Vec3> {
+        if x.z <= 1.0 {
             return None;
         }
-        let p = &self.points[v as usize * self.width + u as usize];
-        (p.z > 0.0).then_some(p)
+        let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round() as i32;
+        let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round() as i32;
+        let (w, h) = (self.width as i32, self.height as i32);
+        let mut best: Option<(&Vec3, f32)> = None;
+        for dv in (-radius..=radius).step_by(step) {
+            let y = v + dv;
+            if y < 0 || y >= h {
+                continue;
+            }
+            for du in (-radius..=radius).step_by(step) {
+                let xx = u + du;
+                if xx < 0 || xx >= w {
+                    continue;
+                }
+                let p = &self.points[(y * w + xx) as usize];
+                if p.z <= 0.0 {
+                    continue;
+                }
+                let d2 = (p - x).norm_squared();
+                if best.is_none_or(|(_, b)| d2 < b) {
+                    best = Some((p, d2));
+                }
+            }
+        }
+        best.map(|(p, _)| p)
     }
 }
 
@@ -40,8 +77,14 @@ pub struct IcpResult {
 
 /// Refines `pose` with `iterations` Gauss–Newton steps. The gate shrinks from `gate_start` to
 /// `gate_end` (mm) so that a rough PPF pose is pulled in before the fit tightens.
+/// `mesh` (a light render mesh) decides which model points are visible: a normal facing the
+/// camera is not enough for concave objects (a mug's far inner wall faces the camera but
+/// hides behind its front wall), so the model is rendered every few iterations and points
+/// behind the rendered surface sit out.
+#[allow(clippy::too_many_arguments)]
 pub fn refine(
     scene: &OrganizedCloud,
+    mesh: &Mesh,
     pts: &[Vec3],
     nrm: &[Vec3],
     pose: &Pose,
@@ -51,9 +94,18 @@ pub fn refine(
 ) -> IcpResult {
     let mut pose = *pose;
     let mut result = IcpResult { pose, inliers: 0, rms: f32::INFINITY };
+    let mut zbuf: Vec<f32> = Vec::new();
     for it in 0..iterations {
+        if it % 8 == 0 {
+            zbuf = render_depth(mesh, scene.camera, &pose, scene.width, scene.height);
+        }
         let f = if iterations > 1 { it as f32 / (iterations - 1) as f32 } else { 1.0 };
         let gate = gate_start * (1.0 - f) + gate_end * f;
+        // Search window: about the gate's size in pixels at this depth, sampled sparsely
+        // while the gate is wide.
+        let z = pose.t.z.max(100.0) as f32;
+        let radius = ((gate * scene.camera.fx as f32 / z) as i32).clamp(1, 12);
+        let wstep = (radius as usize / 3).max(1);
         let r = pose.r.cast::<f32>();
         let t = pose.t.cast::<f32>();
         let mut ata = Matrix6::<f64>::zeros();
@@ -66,7 +118,10 @@ pub fn refine(
             if n.dot(&x) >= 0.0 {
                 continue;
             }
-            let Some(s) = scene.lookup(&x) else { continue };
+            if !scene.visible(&x, &zbuf, gate_end.max(2.0)) {
+                continue;
+            }
+            let Some(s) = scene.nearest(&x, radius, wstep) else { continue };
             let d = x - s;
             if d.norm_squared() > gate * gate {
                 continue;

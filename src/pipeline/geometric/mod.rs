@@ -109,6 +109,16 @@ impl Timer {
 struct Scored {
     pose: Pose,
     score: f32,
+    /// Votes of the candidate's cluster relative to the best cluster's.
+    support: f32,
+}
+
+/// The final confidence: verification, nudged by voting support. Rendering cannot tell a
+/// mug with its handle hidden behind the body from the right one if the handle is in view
+/// elsewhere; the votes of the handle's points can. A small exponent keeps a weakly voted
+/// but well verified second instance.
+fn confidence(verified: f32, support: f32) -> f32 {
+    verified * support.clamp(1e-3, 1.0).powf(0.1)
 }
 
 pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::Result<Estimate> {
@@ -138,12 +148,14 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     let valid: Vec<Vec3> = organized.iter().copied().filter(|p| p.z > 0.0).collect();
     let (mut scene, _) = cloud::downsample_with_normals(&valid, md.step, 3);
     tracing::debug!("{} points before plane removal", scene.len());
+    let mut plane = None;
     if p.remove_plane {
         // Sensor noise on a table at 1 m is a few mm; a voxel centroid adds up to half a step.
         let tol = (0.5 * md.step).clamp(5.0, 10.0);
-        if let Some(plane) = scene::dominant_plane(&scene, tol, 0.1, 17) {
+        plane = scene::dominant_plane(&scene, tol, 0.1, 17);
+        if let Some(plane) = &plane {
             tracing::debug!("support plane {:?} removed", plane);
-            scene = scene::remove_plane(&scene, &plane, tol);
+            scene = scene::remove_plane(&scene, plane, tol);
         }
     }
     tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", valid.len(), scene.len(), md.step);
@@ -175,11 +187,14 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     // 3. Pose clustering: neighbours in pose space pool their votes.
     hyps.sort_by(|a, b| b.votes.total_cmp(&a.votes));
     let clusters = cluster(&hyps, p.cluster_rot, p.cluster_trans_rel * d as f64, &md.center);
-    if let Ok(gt) = std::env::var("SAM6D_DEBUG_GT") {
+    let debug_gt = std::env::var("SAM6D_DEBUG_GT").ok().map(|gt| {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gt).unwrap()).unwrap();
         let r: Vec<f64> = v["r"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>()).collect();
         let t: Vec<f64> = v["t"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        let gt = Pose::new(nalgebra::Matrix3::from_row_slice(&r), nalgebra::Vector3::from_row_slice(&t));
+        Pose::new(nalgebra::Matrix3::from_row_slice(&r), nalgebra::Vector3::from_row_slice(&t))
+    });
+    let gt_err = |p: &Pose| debug_gt.map(|gt| crate::geometry::metrics::add(p, &gt, &md.icp.points));
+    if let Some(gt) = debug_gt {
         let c = md.center.cast::<f64>();
         let close = |p: &Pose| (p.apply(&c) - gt.apply(&c)).norm() < 0.1 * d as f64 && p.rotation_angle_to(&gt) < 0.4;
         let near_refs = refs.iter().filter(|&&r| (scene.points[r].cast::<f64>() - gt.apply(&c)).norm() < 0.5 * d as f64).count();
@@ -188,6 +203,8 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         eprintln!("GT: {} refs near object, {} good hyps of {} (ranks {:?}), top votes {:?}, good cluster rank {:?} votes {:?}, top cluster votes {:?}",
             near_refs, good.len(), hyps.len(), good.iter().take(8).collect::<Vec<_>>(), hyps.iter().take(5).map(|h| h.votes).collect::<Vec<_>>(), crank, crank.map(|i| clusters[i].1), clusters.iter().take(5).map(|c| c.1).collect::<Vec<_>>());
     }
+    let best_votes = clusters.first().map_or(1.0, |c| c.1);
+    let support: Vec<f32> = clusters.iter().take(p.candidates).map(|c| c.1 / best_votes).collect();
     let candidates: Vec<Pose> = clusters.into_iter().take(p.candidates).map(|c| c.0).collect();
     timer.lap("clustering");
 
@@ -199,30 +216,51 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         md.icp.points.iter().zip(&md.icp.normals).step_by(coarse_stride).map(|(a, b)| (*a, *b)).unzip();
     let refined: Vec<Pose> = candidates
         .par_iter()
-        .map(|pose| icp::refine(&org, &cp, &cn, pose, 12, 3.0 * md.step, tol).pose)
+        .map(|pose| icp::refine(&org, &md.render_mesh, &cp, &cn, pose, 20, 3.0 * md.step, 1.5 * tol).pose)
         .collect();
     timer.lap("icp");
-    let check = |pose: &Pose| verify::verify(&md.render_mesh, md.colors.as_ref(), pose, cam, &frame.depth, &frame.rgb, tol);
+    let obs = verify::Observation { camera: cam, depth: &frame.depth, rgb: &frame.rgb, support: plane, tolerance: tol };
+    let check = |pose: &Pose| verify::verify(&md.render_mesh, md.colors.as_ref(), pose, &obs);
     let mut scored: Vec<Scored> = refined
         .par_iter()
-        .map(|pose| Scored { pose: *pose, score: check(pose).0.score })
+        .zip(&support)
+        .map(|(pose, &support)| Scored { pose: *pose, score: confidence(check(pose).0.score, support), support })
         .collect();
+    if let Some(gt) = debug_gt {
+        let r = icp::refine(&org, &md.render_mesh, &cp, &cn, &gt, 20, 3.0 * md.step, 1.5 * tol);
+        let v = check(&gt).0;
+        eprintln!("GT itself: score {:.3} surf {:.3} {:?}; ICP from GT -> ADD {:.1} inliers {} rms {:.2}", v.score, v.surface_score, v, gt_err(&r.pose).unwrap(), r.inliers, r.rms);
+        for (k, (c, r)) in candidates.iter().zip(&refined).enumerate() {
+            let (e0, e1) = (gt_err(c).unwrap(), gt_err(r).unwrap());
+            if e0 < 0.2 * d as f64 || e1 < 0.1 * d as f64 {
+                let v = check(r).0;
+                eprintln!("GT cand {k}: ADD {e0:.1} -> {e1:.1} score {:.3} surf {:.3} edge {}/{} color {:?}", v.score, v.surface_score, v.edge_support, v.edge_contradiction, v.color_score);
+            }
+        }
+    }
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if debug_gt.is_some() {
+        for s in scored.iter().take(3) {
+            eprintln!("GT top: score {:.3} ADD {:.1}", s.score, gt_err(&s.pose).unwrap());
+        }
+    }
     timer.lap("verify");
 
     // 5. Final polish of the best few with all ICP points, re-verified, then NMS.
     // Only candidates that can still make it are polished: a handful beyond what is returned.
-    let keep = (opts.max_instances + 4).min(scored.len());
+    // (Polishing rarely lifts a score by more than half, so lower ones cannot make the cut.)
+    let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.score >= 0.5 * opts.det_score_thresh).count();
     let mut finals: Vec<(Scored, Vec<f32>)> = scored[..keep]
         .par_iter()
         .map(|s| {
-            let r = icp::refine(&org, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
+            let r = icp::refine(&org, &md.render_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
             let (v, rendered) = check(&r.pose);
             tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
-            if v.score >= s.score {
-                (Scored { pose: r.pose, score: v.score }, rendered)
+            let score = confidence(v.score, s.support);
+            if score >= s.score {
+                (Scored { pose: r.pose, score, support: s.support }, rendered)
             } else {
-                (Scored { pose: s.pose, score: s.score }, check(&s.pose).1)
+                (Scored { pose: s.pose, score: s.score, support: s.support }, check(&s.pose).1)
             }
         })
         .collect();
@@ -244,19 +282,53 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     Ok(Estimate { poses, timings: timer.1 })
 }
 
-/// Greedy clustering of vote-sorted hypotheses; returns (representative pose, summed votes),
-/// best first. Distances use the model centre so that rotation does not swing translation.
+/// Greedy clustering of vote-sorted hypotheses; returns (pose, summed votes), best first.
+/// Distances use the model centre so that rotation does not swing translation. The pose is
+/// the vote-weighted mean of the members close to the representative: PPF poses are
+/// quantised (12° in α), the mean of many is finer than any one and gives ICP a better start.
 fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> Vec<(Pose, f32)> {
+    use nalgebra::{Quaternion, UnitQuaternion, Vector3, Vector4};
+    struct Cluster {
+        rep: Pose,
+        rep_center: Vector3<f64>,
+        rep_q: Vector4<f64>,
+        votes: f32,
+        q_sum: Vector4<f64>,
+        c_sum: Vector3<f64>,
+        w_sum: f64,
+    }
     let c = center.cast::<f64>();
-    let mut reps: Vec<(Pose, nalgebra::Vector3<f64>, f32)> = Vec::new();
+    let mut clusters: Vec<Cluster> = Vec::new();
     for h in hyps {
         let hc = h.pose.apply(&c);
-        match reps.iter_mut().find(|(p, pc, _)| (pc - hc).norm() < max_trans && p.rotation_angle_to(&h.pose) < max_rot) {
-            Some(r) => r.2 += h.votes,
-            None => reps.push((h.pose, hc, h.votes)),
+        let q = UnitQuaternion::from_matrix(&h.pose.r).into_inner().coords;
+        match clusters.iter_mut().find(|k| (k.rep_center - hc).norm() < max_trans && k.rep.rotation_angle_to(&h.pose) < max_rot) {
+            Some(k) => {
+                k.votes += h.votes;
+                if (k.rep_center - hc).norm() < 0.5 * max_trans && k.rep.rotation_angle_to(&h.pose) < 0.5 * max_rot {
+                    let w = h.votes as f64;
+                    // q and −q are the same rotation: align signs before summing.
+                    let q = if q.dot(&k.rep_q) < 0.0 { -q } else { q };
+                    k.q_sum += q * w;
+                    k.c_sum += hc * w;
+                    k.w_sum += w;
+                }
+            }
+            None => {
+                let w = h.votes as f64;
+                clusters.push(Cluster { rep: h.pose, rep_center: hc, rep_q: q, votes: h.votes, q_sum: q * w, c_sum: hc * w, w_sum: w });
+            }
         }
     }
-    let mut out: Vec<(Pose, f32)> = reps.into_iter().map(|(p, _, v)| (p, v)).collect();
+    let mut out: Vec<(Pose, f32)> = clusters
+        .into_iter()
+        .map(|k| {
+            let q = UnitQuaternion::from_quaternion(Quaternion::from(k.q_sum / k.w_sum.max(1e-12)));
+            let r = *q.to_rotation_matrix().matrix();
+            let centre = k.c_sum / k.w_sum.max(1e-12);
+            (Pose::new(r, centre - r * c), k.votes)
+        })
+        .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out
 }

@@ -6,6 +6,7 @@ use crate::geometry::{Mesh, Pose};
 use crate::io::{Camera, DepthMm};
 use crate::render::raster::render_depth;
 use super::color::ColorModel;
+use super::scene::Plane;
 use image::RgbImage;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,21 +74,26 @@ impl Roi {
     }
 }
 
+/// What a pose is checked against.
+pub struct Observation<'a> {
+    pub camera: &'a Camera,
+    pub depth: &'a DepthMm,
+    pub rgb: &'a RgbImage,
+    /// The table the objects stand on, if one was found: an object's silhouette against it
+    /// shows no depth jump where the object touches it (flat parts lying on it).
+    pub support: Option<Plane>,
+    /// Agreement band around the rendered depth, mm.
+    pub tolerance: f32,
+}
+
 /// Scores `pose` against the frame: depth agreement, silhouette, and colour when the model has
 /// colours. `tolerance` (mm) is the agreement band around the rendered depth. Also returns the
 /// rendered depth (for overlap tests between instances).
-pub fn verify(
-    mesh: &Mesh,
-    colors: Option<&ColorModel>,
-    pose: &Pose,
-    cam: &Camera,
-    depth: &DepthMm,
-    rgb: &RgbImage,
-    tolerance: f32,
-) -> (Verdict, Vec<f32>) {
+pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Observation) -> (Verdict, Vec<f32>) {
+    let (cam, depth, rgb, tolerance) = (obs.camera, obs.depth, obs.rgb, obs.tolerance);
     let rendered = render_depth(mesh, cam, pose, depth.width, depth.height);
     let roi = Roi::of(mesh, pose, cam, depth.width, depth.height);
-    let mut v = score_depth(&rendered, depth, tolerance, roi);
+    let mut v = score_depth(&rendered, obs, roi);
     if let Some(colors) = colors {
         if v.score > 0.0 {
             let w = depth.width;
@@ -99,7 +105,9 @@ pub fn verify(
                 .collect();
             v.color_score = colors.agreement(rgb, &rendered, &pixels, cam, pose);
             if let Some(c) = v.color_score {
-                v.score = (v.score * v.score * c).cbrt();
+                // Same idea for colour: lighting and registration cost a few percent, so
+                // only agreement below 80 % counts against the pose.
+                v.score *= (c / 0.8).min(1.0);
             }
         }
     }
@@ -112,7 +120,8 @@ const BORDER: usize = 2;
 
 /// Compares a rendered depth image (0 = no model) with the measurement inside `roi`, which must
 /// contain every rendered pixel.
-pub fn score_depth(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: Roi) -> Verdict {
+pub fn score_depth(rendered: &[f32], obs: &Observation, roi: Roi) -> Verdict {
+    let (depth, tolerance) = (obs.depth, obs.tolerance);
     let (w, h) = (depth.width, depth.height);
     let mut v = Verdict::default();
     let on = |u: usize, v: usize| rendered[v * w + u] > 0.0;
@@ -152,15 +161,16 @@ pub fn score_depth(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: Roi) 
     let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
     v.inliers += edge_inliers;
     v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { ((v.inliers - edge_inliers) as f32 / denom).min(1.0) };
-    silhouette_evidence(rendered, depth, tolerance, roi, &mut v);
-    // A shape "found" inside a larger smooth surface fits the depth but has no silhouette;
-    // the geometric mean needs both.
+    silhouette_evidence(rendered, obs, roi, &mut v);
+    // A shape "found" inside a larger smooth surface fits the depth but has no silhouette:
+    // too little edge support scales the score down; beyond 70 % it costs nothing, so the
+    // surface term alone ranks poses of one instance against each other.
     let edge = if v.edge_support + v.edge_contradiction < 10 {
         0.5
     } else {
         v.edge_support as f32 / (v.edge_support + v.edge_contradiction) as f32
     };
-    v.score = (v.surface_score * edge).sqrt();
+    v.score = v.surface_score * (edge / 0.7).min(1.0);
     v
 }
 
@@ -170,7 +180,8 @@ const OUTSIDE: isize = 3;
 /// For each silhouette pixel, compares the rendered depth with the measurement a few pixels
 /// outward: farther (or nothing) supports an object edge, the same depth contradicts it,
 /// closer is an occluder and says nothing.
-fn silhouette_evidence(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: Roi, v: &mut Verdict) {
+fn silhouette_evidence(rendered: &[f32], obs: &Observation, roi: Roi, v: &mut Verdict) {
+    let (depth, tolerance) = (obs.depth, obs.tolerance);
     let (w, h) = (depth.width as isize, depth.height as isize);
     let on = |u: isize, v: isize| u >= 0 && v >= 0 && u < w && v < h && rendered[(v * w + u) as usize] > 0.0;
     for y in roi.v0 as isize..roi.v1 as isize {
@@ -193,7 +204,14 @@ fn silhouette_evidence(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: R
                 } else if m > r + 2.0 * tolerance {
                     v.edge_support += 1;
                 } else if m > r - tolerance {
-                    v.edge_contradiction += 1;
+                    let on_support = obs.support.is_some_and(|plane| {
+                        let p = obs.camera.unproject(ox as f64, oy as f64, m as f64);
+                        plane.signed_distance(&crate::geometry::Vec3::new(p[0] as f32, p[1] as f32, p[2] as f32)).abs() < 2.0 * tolerance
+                    });
+                    // Touching the table is no evidence either way.
+                    if !on_support {
+                        v.edge_contradiction += 1;
+                    }
                 }
                 break;
             }
@@ -205,12 +223,19 @@ fn silhouette_evidence(rendered: &[f32], depth: &DepthMm, tolerance: f32, roi: R
 mod tests {
     use super::*;
 
+    fn score(rendered: &[f32], depth: &DepthMm, roi: Roi) -> Verdict {
+        let cam = Camera::new(500.0, 500.0, 20.0, 20.0, 1.0).unwrap();
+        let rgb = RgbImage::new(depth.width as u32, depth.height as u32);
+        score_depth(rendered, &Observation { camera: &cam, depth, rgb: &rgb, support: None, tolerance: 5.0 }, roi)
+    }
+
     #[test]
     fn scores_agreement_violation_and_occlusion() {
         // 40x40 frame; the model covers a 20x20 square (16x16 interior beyond the 2-px border).
         let (w, h) = (40, 40);
         let depth = DepthMm { width: w, height: h, mm: vec![500.0; w * h] };
         let full = Roi::full(w, h);
+
         let mut rendered = vec![0.0f32; w * h];
         for v in 10..30 {
             for u in 10..30 {
@@ -218,7 +243,7 @@ mod tests {
             }
         }
         // Flat background at the model's depth: the surface fits but no edge is seen.
-        let v = score_depth(&rendered, &depth, 5.0, full);
+        let v = score(&rendered, &depth, full);
         assert_eq!((v.pixels, v.inliers), (400, 400));
         assert_eq!(v.surface_score, 1.0);
         assert_eq!(v.edge_support, 0);
@@ -231,17 +256,17 @@ mod tests {
                 *m = 600.0;
             }
         }
-        let v = score_depth(&rendered, &stand, 5.0, full);
+        let v = score(&rendered, &stand, full);
         assert!(v.edge_support >= 76 && v.edge_contradiction == 0);
         assert_eq!(v.score, 1.0);
         let depth = stand;
         // Model 20 mm in front of the measured surface: the sensor saw through it.
         let front: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 480.0 } else { 0.0 }).collect();
-        let v = score_depth(&front, &depth, 5.0, full);
+        let v = score(&front, &depth, full);
         assert_eq!((v.violations, v.surface_score), (256, 0.0));
         // Model behind the surface: occluded, also no support.
         let behind: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 530.0 } else { 0.0 }).collect();
-        assert_eq!(score_depth(&behind, &depth, 5.0, full).occluded, 256);
+        assert_eq!(score(&behind, &depth, full).occluded, 256);
         // Upper half of the square occluded: interior rows 12..20 of 12..28 → score 1/2.
         let mut half = rendered.clone();
         for v in 10..20 {
@@ -249,7 +274,7 @@ mod tests {
                 half[v * w + u] = 530.0;
             }
         }
-        assert!((score_depth(&half, &depth, 5.0, full).surface_score - 0.5).abs() < 1e-6);
+        assert!((score(&half, &depth, full).surface_score - 0.5).abs() < 1e-6);
         // Missing measurements count half.
         let mut holes = depth.clone();
         for v in 12..20 {
@@ -257,6 +282,6 @@ mod tests {
                 holes.mm[v * w + u] = 0.0;
             }
         }
-        assert!((score_depth(&rendered, &holes, 5.0, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 128.0 / (128.0 + 64.0)).abs() < 1e-6);
+        assert!((score(&rendered, &holes, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 128.0 / (128.0 + 64.0)).abs() < 1e-6);
     }
 }
