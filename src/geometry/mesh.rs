@@ -211,7 +211,11 @@ mod tests {
         assert_eq!(p.len(), 10);
         let m = cube(10.0).decimated(1.0);
         assert_eq!(m.faces.len(), 12);
-        let coarse = cube(10.0).decimated(100.0);
-        assert!(coarse.faces.is_empty());
+        // Everything in one cell: every face collapses.
+        let mut far = cube(10.0);
+        for v in &mut far.vertices {
+            *v += Vec3::repeat(50.0);
+        }
+        assert!(far.decimated(100.0).faces.is_empty());
     }
 }

@@ -2,5 +2,6 @@
 //! templates and overlays.
 pub mod overlay;
 pub mod raster;
+pub mod roi;
 
 pub use raster::{render, Render};

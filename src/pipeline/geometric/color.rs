@@ -29,14 +29,14 @@ impl ColorModel {
         self.grid.nearest_within(&self.vertices, p, self.radius).map(|(i, _)| self.colors[i as usize])
     }
 
-    /// Fraction of sampled `pixels` (inside the rendered model, depth-consistent) whose observed
-    /// colour matches the model's colour there. `depth` is the rendered depth of `pose`.
-    pub fn agreement(&self, rgb: &RgbImage, depth: &[f32], pixels: &[usize], cam: &Camera, pose: &Pose) -> Option<f32> {
+    /// Fraction of sampled `pixels` (frame index, rendered depth of `pose` there; inside the
+    /// model and depth-consistent) whose observed colour matches the model's colour there.
+    pub fn agreement(&self, rgb: &RgbImage, pixels: &[(usize, f32)], cam: &Camera, pose: &Pose) -> Option<f32> {
         let w = rgb.width() as usize;
         let inv = pose.inverse();
         let (mut matched, mut compared) = (0usize, 0usize);
-        for &i in pixels {
-            let p = cam.unproject((i % w) as f64, (i / w) as f64, depth[i] as f64);
+        for &(i, z) in pixels {
+            let p = cam.unproject((i % w) as f64, (i / w) as f64, z as f64);
             let m = inv.apply(&nalgebra::Vector3::new(p[0], p[1], p[2])).cast::<f32>();
             let Some(model) = self.color_at(&m) else { continue };
             let seen = rgb.get_pixel((i % w) as u32, (i / w) as u32).0;

@@ -2,7 +2,7 @@
 //! into the depth image and paired with the measured point on the same pixel. No search
 //! structure, full sensor resolution, and occluders fall out by the distance gate.
 use crate::geometry::{Mesh, Pose, Vec3};
-use crate::render::raster::render_depth;
+use crate::render::roi::{Roi, RoiDepth};
 use crate::io::Camera;
 use nalgebra::{Matrix6, Rotation3, Vector3, Vector6};
 
@@ -17,16 +17,13 @@ pub struct OrganizedCloud<'a> {
 impl OrganizedCloud<'_> {
     /// Whether camera-frame `x` is on the front surface of a rendered depth image `zbuf`.
     #[inline]
-    fn visible(&self, x: &Vec3, zbuf: &[f32], slack: f32) -> bool {
+    fn visible(&self, x: &Vec3, zbuf: &RoiDepth, slack: f32) -> bool {
         if x.z <= 1.0 {
             return false;
         }
         let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round();
         let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round();
-        if u < 0.0 || v < 0.0 || u >= self.width as f32 || v >= self.height as f32 {
-            return false;
-        }
-        let z = zbuf[v as usize * self.width + u as usize];
+        let z = zbuf.at(u as isize, v as isize);
         z > 0.0 && x.z <= z + slack
     }
 
@@ -94,10 +91,10 @@ pub fn refine(
 ) -> IcpResult {
     let mut pose = *pose;
     let mut result = IcpResult { pose, inliers: 0, rms: f32::INFINITY };
-    let mut zbuf: Vec<f32> = Vec::new();
+    let mut zbuf = RoiDepth { roi: Roi::full(0, 0), depth: Vec::new() };
     for it in 0..iterations {
         if it % 8 == 0 {
-            zbuf = render_depth(mesh, scene.camera, &pose, scene.width, scene.height);
+            zbuf = RoiDepth::render(mesh, scene.camera, &pose, scene.width, scene.height, 2);
         }
         let f = if iterations > 1 { it as f32 / (iterations - 1) as f32 } else { 1.0 };
         let gate = gate_start * (1.0 - f) + gate_end * f;

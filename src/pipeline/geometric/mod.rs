@@ -11,6 +11,7 @@ use super::{Estimate, Frame, ObjectModel, Options, PoseEstimate};
 use crate::geometry::{cloud, Mesh, Pose, Vec3};
 use icp::OrganizedCloud;
 use ppf::{Hypothesis, PpfModel};
+use crate::render::roi::RoiDepth;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -250,7 +251,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     // Only candidates that can still make it are polished: a handful beyond what is returned.
     // (Polishing rarely lifts a score by more than half, so lower ones cannot make the cut.)
     let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.score >= 0.5 * opts.det_score_thresh).count();
-    let mut finals: Vec<(Scored, Vec<f32>)> = scored[..keep]
+    let mut finals: Vec<(Scored, RoiDepth)> = scored[..keep]
         .par_iter()
         .map(|s| {
             let r = icp::refine(&org, &md.render_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
@@ -266,12 +267,12 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         .collect();
     finals.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
     let mut poses: Vec<PoseEstimate> = Vec::new();
-    let mut kept_masks: Vec<&Vec<f32>> = Vec::new();
+    let mut kept_masks: Vec<&RoiDepth> = Vec::new();
     for (s, mask) in &finals {
         if s.score < opts.det_score_thresh || poses.len() >= opts.max_instances {
             continue;
         }
-        if kept_masks.iter().any(|m| mask_overlap(m, mask) > 0.3) {
+        if kept_masks.iter().any(|m| m.overlap(mask) > 0.3) {
             continue;
         }
         poses.push(PoseEstimate { pose: s.pose, score: s.score });
@@ -331,16 +332,4 @@ fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> 
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out
-}
-
-/// Fraction of the smaller silhouette covered by the other.
-fn mask_overlap(a: &[f32], b: &[f32]) -> f32 {
-    let (mut inter, mut na, mut nb) = (0usize, 0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        na += (x > 0.0) as usize;
-        nb += (y > 0.0) as usize;
-        inter += (x > 0.0 && y > 0.0) as usize;
-    }
-    let small = na.min(nb);
-    if small == 0 { 0.0 } else { inter as f32 / small as f32 }
 }

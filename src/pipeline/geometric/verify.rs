@@ -4,7 +4,7 @@
 //! floats in front of measured surfaces (free-space violation) or hides behind them.
 use crate::geometry::{Mesh, Pose};
 use crate::io::{Camera, DepthMm};
-use crate::render::raster::render_depth;
+use crate::render::roi::RoiDepth;
 use super::color::ColorModel;
 use super::scene::Plane;
 use image::RgbImage;
@@ -33,47 +33,6 @@ pub struct Verdict {
     pub color_score: Option<f32>,
 }
 
-/// Pixel rectangle [u0, u1) × [v0, v1).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Roi {
-    pub u0: usize,
-    pub v0: usize,
-    pub u1: usize,
-    pub v1: usize,
-}
-
-impl Roi {
-    pub fn full(w: usize, h: usize) -> Roi {
-        Roi { u0: 0, v0: 0, u1: w, v1: h }
-    }
-
-    /// Where the posed mesh can appear (its projected bounding box), with a margin for the
-    /// silhouette test; the whole frame when part of it is behind the camera.
-    pub fn of(mesh: &Mesh, pose: &Pose, cam: &Camera, w: usize, h: usize) -> Roi {
-        let (lo, hi) = mesh.bounds();
-        let (mut umin, mut vmin, mut umax, mut vmax) = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
-        for k in 0..8 {
-            let c = nalgebra::Vector3::new(
-                if k & 1 == 0 { lo.x } else { hi.x },
-                if k & 2 == 0 { lo.y } else { hi.y },
-                if k & 4 == 0 { lo.z } else { hi.z },
-            );
-            let p = pose.apply(&c.cast::<f64>());
-            if p.z <= 1.0 {
-                return Roi::full(w, h);
-            }
-            let [u, v] = cam.project([p.x, p.y, p.z]);
-            umin = umin.min(u);
-            vmin = vmin.min(v);
-            umax = umax.max(u);
-            vmax = vmax.max(v);
-        }
-        let m = OUTSIDE as f64 + BORDER as f64 + 2.0;
-        let clamp = |x: f64, n: usize| x.clamp(0.0, n as f64) as usize;
-        Roi { u0: clamp(umin - m, w), v0: clamp(vmin - m, h), u1: clamp(umax + m + 1.0, w), v1: clamp(vmax + m + 1.0, h) }
-    }
-}
-
 /// What a pose is checked against.
 pub struct Observation<'a> {
     pub camera: &'a Camera,
@@ -89,21 +48,22 @@ pub struct Observation<'a> {
 /// Scores `pose` against the frame: depth agreement, silhouette, and colour when the model has
 /// colours. `tolerance` (mm) is the agreement band around the rendered depth. Also returns the
 /// rendered depth (for overlap tests between instances).
-pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Observation) -> (Verdict, Vec<f32>) {
+pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Observation) -> (Verdict, RoiDepth) {
     let (cam, depth, rgb, tolerance) = (obs.camera, obs.depth, obs.rgb, obs.tolerance);
-    let rendered = render_depth(mesh, cam, pose, depth.width, depth.height);
-    let roi = Roi::of(mesh, pose, cam, depth.width, depth.height);
-    let mut v = score_depth(&rendered, obs, roi);
+    let rendered = RoiDepth::render(mesh, cam, pose, depth.width, depth.height, MARGIN);
+    let roi = rendered.roi;
+    let mut v = score_depth(&rendered, obs);
     if let Some(colors) = colors {
         if v.score > 0.0 {
             let w = depth.width;
             // Every other pixel of the depth inliers is plenty.
-            let pixels: Vec<usize> = (roi.v0..roi.v1)
+            let rendered = &rendered;
+            let pixels: Vec<(usize, f32)> = (roi.v0..roi.v1)
                 .step_by(2)
-                .flat_map(|y| (roi.u0..roi.u1).step_by(2).map(move |x| y * w + x))
-                .filter(|&i| rendered[i] > 0.0 && depth.mm[i] > 0.0 && (depth.mm[i] - rendered[i]).abs() <= tolerance)
+                .flat_map(|y| (roi.u0..roi.u1).step_by(2).map(move |x| (y * w + x, rendered.at(x as isize, y as isize))))
+                .filter(|&(i, r)| r > 0.0 && depth.mm[i] > 0.0 && (depth.mm[i] - r).abs() <= tolerance)
                 .collect();
-            v.color_score = colors.agreement(rgb, &rendered, &pixels, cam, pose);
+            v.color_score = colors.agreement(rgb, &pixels, cam, pose);
             if let Some(c) = v.color_score {
                 // Same idea for colour: lighting and registration cost a few percent, so
                 // only agreement below 80 % counts against the pose.
@@ -118,13 +78,15 @@ pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Obser
 /// depth and colour are often a pixel or two apart and sensors smear depth at object edges.
 const BORDER: usize = 2;
 
-/// Compares a rendered depth image (0 = no model) with the measurement inside `roi`, which must
-/// contain every rendered pixel.
-pub fn score_depth(rendered: &[f32], obs: &Observation, roi: Roi) -> Verdict {
-    let (depth, tolerance) = (obs.depth, obs.tolerance);
+/// Rendering margin: room for the silhouette test outside the object.
+const MARGIN: usize = OUTSIDE as usize + BORDER + 2;
+
+/// Compares a rendered depth window (0 = no model) with the measurement.
+pub fn score_depth(rendered: &RoiDepth, obs: &Observation) -> Verdict {
+    let (depth, tolerance, roi) = (obs.depth, obs.tolerance, rendered.roi);
     let (w, h) = (depth.width, depth.height);
     let mut v = Verdict::default();
-    let on = |u: usize, v: usize| rendered[v * w + u] > 0.0;
+    let on = |u: usize, v: usize| rendered.at(u as isize, v as isize) > 0.0;
     let near_edge = |u: usize, v: usize| {
         u < BORDER
             || v < BORDER
@@ -134,7 +96,7 @@ pub fn score_depth(rendered: &[f32], obs: &Observation, roi: Roi) -> Verdict {
     };
     let mut edge_inliers = 0usize;
     for i in (roi.v0..roi.v1).flat_map(|v| (roi.u0..roi.u1).map(move |u| v * w + u)) {
-        let (r, m) = (rendered[i], depth.mm[i]);
+        let (r, m) = (rendered.at((i % w) as isize, (i / w) as isize), depth.mm[i]);
         if r <= 0.0 {
             continue;
         }
@@ -161,7 +123,7 @@ pub fn score_depth(rendered: &[f32], obs: &Observation, roi: Roi) -> Verdict {
     let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
     v.inliers += edge_inliers;
     v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { ((v.inliers - edge_inliers) as f32 / denom).min(1.0) };
-    silhouette_evidence(rendered, obs, roi, &mut v);
+    silhouette_evidence(rendered, obs, &mut v);
     // A shape "found" inside a larger smooth surface fits the depth but has no silhouette:
     // too little edge support scales the score down; beyond 70 % it costs nothing, so the
     // surface term alone ranks poses of one instance against each other.
@@ -180,10 +142,10 @@ const OUTSIDE: isize = 3;
 /// For each silhouette pixel, compares the rendered depth with the measurement a few pixels
 /// outward: farther (or nothing) supports an object edge, the same depth contradicts it,
 /// closer is an occluder and says nothing.
-fn silhouette_evidence(rendered: &[f32], obs: &Observation, roi: Roi, v: &mut Verdict) {
-    let (depth, tolerance) = (obs.depth, obs.tolerance);
+fn silhouette_evidence(rendered: &RoiDepth, obs: &Observation, v: &mut Verdict) {
+    let (depth, tolerance, roi) = (obs.depth, obs.tolerance, rendered.roi);
     let (w, h) = (depth.width as isize, depth.height as isize);
-    let on = |u: isize, v: isize| u >= 0 && v >= 0 && u < w && v < h && rendered[(v * w + u) as usize] > 0.0;
+    let on = |u: isize, v: isize| rendered.at(u, v) > 0.0;
     for y in roi.v0 as isize..roi.v1 as isize {
         for x in roi.u0 as isize..roi.u1 as isize {
             if !on(x, y) {
@@ -197,7 +159,7 @@ fn silhouette_evidence(rendered: &[f32], obs: &Observation, roi: Roi, v: &mut Ve
                 if ox < 0 || oy < 0 || ox >= w || oy >= h || on(ox, oy) {
                     break;
                 }
-                let r = rendered[(y * w + x) as usize];
+                let r = rendered.at(x, y);
                 let m = depth.mm[(oy * w + ox) as usize];
                 if m <= 0.0 {
                     // Sensors lose depth right behind object edges (shadowing): weak support.
@@ -222,11 +184,15 @@ fn silhouette_evidence(rendered: &[f32], obs: &Observation, roi: Roi, v: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::roi::Roi;
 
     fn score(rendered: &[f32], depth: &DepthMm, roi: Roi) -> Verdict {
         let cam = Camera::new(500.0, 500.0, 20.0, 20.0, 1.0).unwrap();
         let rgb = RgbImage::new(depth.width as u32, depth.height as u32);
-        score_depth(rendered, &Observation { camera: &cam, depth, rgb: &rgb, support: None, tolerance: 5.0 }, roi)
+        // The window's own pixels of the full-frame rendering.
+        let win: Vec<f32> = (roi.v0..roi.v1).flat_map(|v| (roi.u0..roi.u1).map(move |u| rendered[v * depth.width + u])).collect();
+        let r = RoiDepth { roi, depth: win };
+        score_depth(&r, &Observation { camera: &cam, depth, rgb: &rgb, support: None, tolerance: 5.0 })
     }
 
     #[test]
