@@ -9,6 +9,7 @@
 //! false positives. AR = mean of AR_MSSD and AR_MSPD (BOP 2019+ without VSD).
 use sam6d::geometry::metrics::{add_recall, ar_mssd_mspd, PoseErrors};
 use sam6d::geometry::{Pose, Vec3};
+use sam6d::pipeline::geometric::Params;
 use sam6d::pipeline::{Frame, ObjectModel, Options, Pipeline};
 use sam6d::synth::eval::{match_estimates, mean, median, StageTimes};
 use sam6d::synth::{benchmark_set, procedural_targets, NamedMesh};
@@ -50,6 +51,12 @@ fn main() -> anyhow::Result<()> {
     // Per-instance lines: scene, object, visible fraction, errors of the matched estimate.
     let verbose = std::env::args().any(|a| a == "--verbose");
 
+    // Tuning sweeps: --step-rel F, --ref-stride N, --candidates N (defaults: the pipeline's).
+    let mut params = Params::default();
+    params.step_rel = arg("--step-rel", params.step_rel);
+    params.ref_stride = arg("--ref-stride", params.ref_stride);
+    params.candidates = arg("--candidates", params.candidates);
+
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");
     match sam6d::io::ply::read_ply(&obj5) {
@@ -66,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     let mut build_ms = Vec::new();
     for t in &targets {
         let t0 = Instant::now();
-        let model = ObjectModel::from_mesh(&t.name, (*t.mesh).clone())?;
+        let model = ObjectModel::from_mesh_with(&t.name, (*t.mesh).clone(), params.clone())?;
         build_ms.push((t.name.clone(), t0.elapsed().as_secs_f64() * 1e3));
         let pts = model.mesh.vertices.clone();
         let diameter = model.diameter as f64;
@@ -75,6 +82,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("sam6d accuracy benchmark");
     println!("scenes {n_scenes}, seed {seed}, 640x480 Kinect intrinsics, Kinect-like depth noise");
+    println!("params: step_rel {}, ref_stride {}, candidates {}", params.step_rel, params.ref_stride, params.candidates);
     println!("scene generation {:.2} s", gen_s);
     for (name, ms) in &build_ms {
         println!("model build {name}: {ms:.1} ms (diameter {:.1} mm)", models[name].2);

@@ -1,6 +1,6 @@
 //! An object the pipeline looks for: its mesh in millimetres plus everything derived from it
 //! once (surface samples, the PPF table, a light mesh for verification), shared read-only.
-use super::geometric::ModelData;
+use super::geometric::{ModelData, Params};
 use crate::geometry::Mesh;
 use anyhow::Context;
 use std::path::Path;
@@ -43,12 +43,17 @@ impl ObjectModel {
     }
 
     pub fn from_mesh(name: &str, mesh: Mesh) -> anyhow::Result<ObjectModel> {
+        Self::from_mesh_with(name, mesh, Params::default())
+    }
+
+    /// As [`ObjectModel::from_mesh`], with non-default tuning of the geometric stages.
+    pub fn from_mesh_with(name: &str, mesh: Mesh, params: Params) -> anyhow::Result<ObjectModel> {
         anyhow::ensure!(!mesh.vertices.is_empty(), "the model has no vertices");
         anyhow::ensure!(!mesh.faces.is_empty(), "the model has no faces: a triangle mesh is needed to render and verify poses");
         anyhow::ensure!(mesh.vertices.iter().all(|v| v.iter().all(|c| c.is_finite())), "the model has non-finite vertex coordinates");
         let diameter = mesh.diameter();
         anyhow::ensure!(diameter > 0.0, "the model is degenerate (all vertices coincide)");
-        let geometric = ModelData::build(&mesh, diameter);
+        let geometric = ModelData::build(&mesh, diameter, params);
         Ok(ObjectModel { name: name.to_string(), mesh, diameter, geometric })
     }
 }

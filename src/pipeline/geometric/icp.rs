@@ -102,7 +102,7 @@ pub fn refine(
         // while the gate is wide.
         let z = pose.t.z.max(100.0) as f32;
         let radius = ((gate * scene.camera.fx as f32 / z) as i32).clamp(1, 12);
-        let wstep = (radius as usize / 3).max(1);
+        let wstep = (radius as usize / 2).max(1);
         let r = pose.r.cast::<f32>();
         let t = pose.t.cast::<f32>();
         let mut ata = Matrix6::<f64>::zeros();
@@ -146,7 +146,8 @@ pub fn refine(
         let dr = *Rotation3::new(w).matrix();
         pose = Pose::new(dr * pose.r, dr * pose.t + dt).orthonormalized();
         result.pose = pose;
-        if w.norm() < 1e-5 && dt.norm() < 1e-3 {
+        // Converged once a step moves the surface by well under a tenth of a millimetre.
+        if w.norm() < 1e-4 && dt.norm() < 0.05 {
             break;
         }
     }

@@ -22,8 +22,10 @@ pub struct Params {
     pub step_rel: f32,
     /// Every n-th scene point is a voting reference.
     pub ref_stride: usize,
-    /// At most this many partner points vote with each reference.
-    pub max_partners: usize,
+    /// Big PPF buckets are sampled down to this multiple of the mean bucket size.
+    pub bucket_cap_rel: f32,
+    /// Fraction of a bin at each edge where the neighbouring bin also votes (Vidal et al.).
+    pub edge_band: f32,
     /// Accumulator peaks kept per reference.
     pub peaks_per_ref: usize,
     /// Pose clusters refined and verified.
@@ -45,9 +47,10 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            step_rel: env_or("SAM6D_STEP_REL", 0.05),
-            ref_stride: env_or("SAM6D_REF_STRIDE", 10),
-            max_partners: env_or("SAM6D_MAX_PARTNERS", 100_000),
+            step_rel: 0.05,
+            ref_stride: 10,
+            bucket_cap_rel: 2.0,
+            edge_band: 0.25,
             peaks_per_ref: 2,
             candidates: 48,
             cluster_rot: 30f64.to_radians(),
@@ -60,11 +63,6 @@ impl Default for Params {
             remove_plane: true,
         }
     }
-}
-
-// Tuning hook while the defaults are being measured; not a user interface.
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// What the geometric stages derive from a CAD model once.
@@ -83,15 +81,14 @@ pub struct ModelData {
 }
 
 impl ModelData {
-    pub fn build(mesh: &Mesh, diameter: f32) -> ModelData {
-        let params = Params::default();
+    pub fn build(mesh: &Mesh, diameter: f32, params: Params) -> ModelData {
         let step = (params.step_rel * diameter).max(0.5);
         let (pts, nrm) = mesh.sample_surface(40_000, 0x5A56_D00D);
         let ppf_cloud = cloud::downsample_oriented(&pts, &nrm, step, 30f32.to_radians());
         let icp = cloud::downsample_oriented(&pts, &nrm, step * 0.5, 30f32.to_radians());
         let render_mesh = if mesh.faces.len() > 6000 { mesh.decimated(0.012 * diameter) } else { mesh.clone() };
         let (lo, hi) = mesh.bounds();
-        let ppf = PpfModel::build(ppf_cloud, step, diameter);
+        let ppf = PpfModel::build(ppf_cloud, step, diameter, params.bucket_cap_rel, params.edge_band);
         let colors = color::ColorModel::new(mesh, diameter);
         ModelData { params, step, ppf, icp, render_mesh, center: (lo + hi) * 0.5, colors }
     }
@@ -176,7 +173,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
             |(acc, touched, nb), chunk| {
                 chunk
                     .iter()
-                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref, p.max_partners))
+                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref))
                     .collect::<Vec<_>>()
             },
         )
@@ -235,7 +232,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
             let (e0, e1) = (gt_err(c).unwrap(), gt_err(r).unwrap());
             if e0 < 0.2 * d as f64 || e1 < 0.1 * d as f64 {
                 let v = check(r).0;
-                eprintln!("GT cand {k}: ADD {e0:.1} -> {e1:.1} score {:.3} surf {:.3} edge {}/{} color {:?}", v.score, v.surface_score, v.edge_support, v.edge_contradiction, v.color_score);
+                eprintln!("GT cand {k}: ADD {e0:.1} -> {e1:.1} support {:.2} {:?}", support[k], v);
             }
         }
     }

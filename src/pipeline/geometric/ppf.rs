@@ -133,7 +133,9 @@ pub struct Hypothesis {
 
 impl PpfModel {
     /// `cloud`: model points (mm) with outward normals, already down-sampled to `dist_step`.
-    pub fn build(cloud: Cloud, dist_step: f32, max_dist: f32) -> PpfModel {
+    /// Buckets larger than `cap_rel` × the mean are sampled when voting; `band` is the
+    /// fraction of a bin at each edge where the neighbouring bin votes too.
+    pub fn build(cloud: Cloud, dist_step: f32, max_dist: f32, cap_rel: f32, band: f32) -> PpfModel {
         let frames: Vec<RefFrame> = cloud.points.iter().zip(&cloud.normals).map(|(p, n)| RefFrame::new(p, n)).collect();
         let dist_bins = (max_dist / dist_step).ceil() as usize + 1;
         let mut model = PpfModel {
@@ -146,7 +148,7 @@ impl PpfModel {
             entries: Vec::new(),
             cos_lut: build_cos_lut(),
             bucket_cap: usize::MAX,
-            band: std::env::var("SAM6D_BAND").ok().and_then(|v| v.parse().ok()).unwrap_or(0.25),
+            band,
         };
         let n = model.cloud.len();
         let nkeys = dist_bins * ANGLE_BINS * ANGLE_BINS * ANGLE_BINS;
@@ -187,17 +189,10 @@ impl PpfModel {
         }
         model.offsets = offsets;
         model.entries = entries;
-        let sizes: Vec<usize> = model.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).filter(|&s| s > 0).collect();
-        let total: usize = sizes.iter().sum();
-        let mean = total as f64 / sizes.len().max(1) as f64;
-        let expected = sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() / total.max(1) as f64;
-        let capf: f64 = std::env::var("SAM6D_BUCKET_CAP").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
-        if capf > 0.0 {
-            model.bucket_cap = ((capf * mean) as usize).max(1);
-            let visited: f64 = sizes.iter().map(|&s| (s as f64).min(model.bucket_cap as f64) * s as f64).sum::<f64>() / total.max(1) as f64;
-            tracing::debug!("bucket cap {}: expected visited bucket {:.1}", model.bucket_cap, visited);
-        }
-        tracing::debug!("ppf table: {} keys used, mean bucket {:.1}, expected visited bucket {:.1}", sizes.len(), mean, expected);
+        let used = model.offsets.windows(2).filter(|w| w[1] > w[0]).count();
+        let mean = model.entries.len() as f32 / used.max(1) as f32;
+        model.bucket_cap = ((cap_rel * mean) as usize).max(1);
+        tracing::debug!("ppf table: {} pairs in {used} buckets (mean {mean:.1}, sampled above {})", model.entries.len(), model.bucket_cap);
         model
     }
 
@@ -270,17 +265,13 @@ impl PpfModel {
         touched: &mut Vec<u32>,
         neighbours: &mut Vec<u32>,
         peaks: usize,
-        max_partners: usize,
     ) -> Vec<Hypothesis> {
         let (sp, sn) = (&scene.points[r], &scene.normals[r]);
         let frame = RefFrame::new(sp, sn);
         grid.within(&scene.points, sp, self.max_dist, neighbours);
         let alpha_scale = ALPHA_BINS as f32 / (2.0 * PI);
         let mut keys: [usize; 16] = [0; 16];
-        // A spread subset of partners votes: the peak only needs enough of them, and the
-        // cost is linear in their number.
-        let stride = neighbours.len().div_ceil(max_partners.max(1)).max(1);
-        for &j in neighbours.iter().step_by(stride) {
+        for &j in neighbours.iter() {
             let j = j as usize;
             if j == r {
                 continue;

@@ -74,9 +74,10 @@ pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Obser
     (v, rendered)
 }
 
-/// Pixels this close (px) to the rendered silhouette's edge cannot testify against a pose:
-/// depth and colour are often a pixel or two apart and sensors smear depth at object edges.
-const BORDER: usize = 2;
+/// Pixels this close (px) to an edge of the rendering cannot testify against a pose: depth and
+/// colour are often a pixel or two apart, sensors smear depth at edges, and a pose that is
+/// right to a millimetre still moves edges by a pixel.
+const BORDER: usize = 1;
 
 /// Rendering margin: room for the silhouette test outside the object.
 const MARGIN: usize = OUTSIDE as usize + BORDER + 2;
@@ -86,13 +87,21 @@ pub fn score_depth(rendered: &RoiDepth, obs: &Observation) -> Verdict {
     let (depth, tolerance, roi) = (obs.depth, obs.tolerance, rendered.roi);
     let (w, h) = (depth.width, depth.height);
     let mut v = Verdict::default();
-    let on = |u: usize, v: usize| rendered.at(u as isize, v as isize) > 0.0;
-    let near_edge = |u: usize, v: usize| {
+    // Edges are the silhouette and the model's own depth jumps (a mug's rim over its inside):
+    // a pose a pixel off turns a band along every one of them into disagreement.
+    let jump = 3.0 * tolerance;
+    let near_edge = |u: usize, v: usize, r: f32| {
         u < BORDER
             || v < BORDER
             || u + BORDER >= w
             || v + BORDER >= h
-            || (1..=BORDER).any(|k| !on(u - k, v) || !on(u + k, v) || !on(u, v - k) || !on(u, v + k) || !on(u - k, v - k) || !on(u + k, v + k) || !on(u - k, v + k) || !on(u + k, v - k))
+            || (1..=BORDER as isize).any(|k| {
+                let (u, v) = (u as isize, v as isize);
+                [(-k, 0), (k, 0), (0, -k), (0, k), (-k, -k), (k, k), (-k, k), (k, -k)].iter().any(|(du, dv)| {
+                    let n = rendered.at(u + du, v + dv);
+                    n <= 0.0 || (n - r).abs() > jump
+                })
+            })
     };
     let mut edge_inliers = 0usize;
     for i in (roi.v0..roi.v1).flat_map(|v| (roi.u0..roi.u1).map(move |u| v * w + u)) {
@@ -102,16 +111,23 @@ pub fn score_depth(rendered: &RoiDepth, obs: &Observation) -> Verdict {
         }
         v.pixels += 1;
         let agrees = m > 0.0 && (m - r).abs() <= tolerance;
-        if near_edge(i % w, i / w) {
-            // Edge pixels may only support a pose.
+        if near_edge(i % w, i / w, r) {
+            // Edge pixels may only support a pose: thin parts (handles, rims) are nearly all
+            // edge, and where they agree they are what tells a pose from its near-twins.
             edge_inliers += agrees as usize;
             continue;
         }
+        // On steep surfaces (seen at a grazing angle) a pixel of misalignment is many mm of
+        // depth: the band widens with the rendered depth gradient, by 1.5 px worth.
+        let (x, y) = ((i % w) as isize, (i / w) as isize);
+        let gx = (rendered.at(x + 1, y) - rendered.at(x - 1, y)).abs() * 0.5;
+        let gy = (rendered.at(x, y + 1) - rendered.at(x, y - 1)).abs() * 0.5;
+        let band = tolerance + 1.5 * gx.max(gy);
         if m <= 0.0 {
             v.missing += 1;
-        } else if m > r + tolerance {
+        } else if m > r + band {
             v.violations += 1;
-        } else if m < r - tolerance {
+        } else if m < r - band {
             v.occluded += 1;
         } else {
             v.inliers += 1;
@@ -120,9 +136,9 @@ pub fn score_depth(rendered: &RoiDepth, obs: &Observation) -> Verdict {
     // A violation is stronger evidence against the pose than an occlusion (occluders are
     // common, seeing through a solid object is not), so it weighs double; a missing
     // measurement (dark, shiny, or out of range) weighs half: it neither supports nor refutes.
-    let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
     v.inliers += edge_inliers;
-    v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { ((v.inliers - edge_inliers) as f32 / denom).min(1.0) };
+    let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
+    v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { (v.inliers as f32 / denom).min(1.0) };
     silhouette_evidence(rendered, obs, &mut v);
     // A shape "found" inside a larger smooth surface fits the depth but has no silhouette:
     // too little edge support scales the score down; beyond 70 % it costs nothing, so the
