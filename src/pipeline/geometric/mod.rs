@@ -72,8 +72,10 @@ pub struct ModelData {
     pub ppf: PpfModel,
     /// Denser oriented samples for ICP.
     pub icp: cloud::Cloud,
-    /// A light mesh for the many verification renders.
+    /// A light mesh for the many verification renders (≤ 8000 faces).
     pub render_mesh: Mesh,
+    /// A lighter one that only decides which model points ICP may use (≤ 2500 faces).
+    pub visibility_mesh: Mesh,
     /// Centre of the bounding box, model frame.
     pub center: Vec3,
     /// Vertex colours for colour verification, when the model has them.
@@ -86,11 +88,29 @@ impl ModelData {
         let (pts, nrm) = mesh.sample_surface(40_000, 0x5A56_D00D);
         let ppf_cloud = cloud::downsample_oriented(&pts, &nrm, step, 30f32.to_radians());
         let icp = cloud::downsample_oriented(&pts, &nrm, step * 0.5, 30f32.to_radians());
-        let render_mesh = if mesh.faces.len() > 6000 { mesh.decimated(0.012 * diameter) } else { mesh.clone() };
+        let render_mesh = within_budget(mesh, diameter, 8000);
+        let visibility_mesh = within_budget(mesh, diameter, 2500);
         let (lo, hi) = mesh.bounds();
         let ppf = PpfModel::build(ppf_cloud, step, diameter, params.bucket_cap_rel, params.edge_band);
         let colors = color::ColorModel::new(mesh, diameter);
-        ModelData { params, step, ppf, icp, render_mesh, center: (lo + hi) * 0.5, colors }
+        ModelData { params, step, ppf, icp, render_mesh, visibility_mesh, center: (lo + hi) * 0.5, colors }
+    }
+}
+
+/// The mesh itself when small enough, else the finest vertex clustering with at most
+/// `max_faces` faces: render cost grows with faces, and a scanned CAD model carries far more
+/// detail than a depth sensor resolves.
+fn within_budget(mesh: &Mesh, diameter: f32, max_faces: usize) -> Mesh {
+    if mesh.faces.len() <= max_faces {
+        return mesh.clone();
+    }
+    let mut cell = 0.005 * diameter;
+    loop {
+        let m = mesh.decimated(cell);
+        if m.faces.len() <= max_faces || cell > 0.2 * diameter {
+            return m;
+        }
+        cell *= 1.25;
     }
 }
 
@@ -214,7 +234,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         md.icp.points.iter().zip(&md.icp.normals).step_by(coarse_stride).map(|(a, b)| (*a, *b)).unzip();
     let refined: Vec<Pose> = candidates
         .par_iter()
-        .map(|pose| icp::refine(&org, &md.render_mesh, &cp, &cn, pose, 20, 3.0 * md.step, 1.5 * tol).pose)
+        .map(|pose| icp::refine(&org, &md.visibility_mesh, &cp, &cn, pose, 20, 3.0 * md.step, 1.5 * tol).pose)
         .collect();
     timer.lap("icp");
     let obs = verify::Observation { camera: cam, depth: &frame.depth, rgb: &frame.rgb, support: plane, tolerance: tol };
@@ -225,7 +245,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         .map(|(pose, &support)| Scored { pose: *pose, score: confidence(check(pose).0.score, support), support })
         .collect();
     if let Some(gt) = debug_gt {
-        let r = icp::refine(&org, &md.render_mesh, &cp, &cn, &gt, 20, 3.0 * md.step, 1.5 * tol);
+        let r = icp::refine(&org, &md.visibility_mesh, &cp, &cn, &gt, 20, 3.0 * md.step, 1.5 * tol);
         let v = check(&gt).0;
         eprintln!("GT itself: score {:.3} surf {:.3} {:?}; ICP from GT -> ADD {:.1} inliers {} rms {:.2}", v.score, v.surface_score, v, gt_err(&r.pose).unwrap(), r.inliers, r.rms);
         for (k, (c, r)) in candidates.iter().zip(&refined).enumerate() {
@@ -251,7 +271,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     let mut finals: Vec<(Scored, RoiDepth)> = scored[..keep]
         .par_iter()
         .map(|s| {
-            let r = icp::refine(&org, &md.render_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
+            let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
             let (v, rendered) = check(&r.pose);
             tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
             let score = confidence(v.score, s.support);
