@@ -213,7 +213,8 @@ mod tests {
 
     #[test]
     fn scores_agreement_violation_and_occlusion() {
-        // 40x40 frame; the model covers a 20x20 square (16x16 interior beyond the 2-px border).
+        // 40x40 frame; the model covers a 20x20 square: an 18x18 interior and a 76-pixel rim
+        // (the 1-px edge band), whose pixels may only support.
         let (w, h) = (40, 40);
         let depth = DepthMm { width: w, height: h, mm: vec![500.0; w * h] };
         let full = Roi::full(w, h);
@@ -245,25 +246,27 @@ mod tests {
         // Model 20 mm in front of the measured surface: the sensor saw through it.
         let front: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 480.0 } else { 0.0 }).collect();
         let v = score(&front, &depth, full);
-        assert_eq!((v.violations, v.surface_score), (256, 0.0));
+        assert_eq!((v.violations, v.surface_score), (324, 0.0));
         // Model behind the surface: occluded, also no support.
         let behind: Vec<f32> = rendered.iter().map(|&r| if r > 0.0 { 530.0 } else { 0.0 }).collect();
-        assert_eq!(score(&behind, &depth, full).occluded, 256);
-        // Upper half of the square occluded: interior rows 12..20 of 12..28 → score 1/2.
+        assert_eq!(score(&behind, &depth, full).occluded, 324);
+        // Upper half of the square behind an occluder. The 28 mm step between the halves is a
+        // rendered depth edge too, so rows 19 and 20 are edge band: interior 8x18 occluded
+        // (rows 11..19) and 8x18 agreeing (rows 21..29), plus 56 agreeing edge pixels.
         let mut half = rendered.clone();
         for v in 10..20 {
             for u in 10..30 {
                 half[v * w + u] = 530.0;
             }
         }
-        assert!((score(&half, &depth, full).surface_score - 0.5).abs() < 1e-6);
-        // Missing measurements count half.
+        assert!((score(&half, &depth, full).surface_score - 200.0 / (200.0 + 144.0)).abs() < 1e-6);
+        // Missing measurements count half: 128 holes inside; 324 - 128 + 76 pixels agree.
         let mut holes = depth.clone();
         for v in 12..20 {
             for u in 12..28 {
                 holes.mm[v * w + u] = 0.0;
             }
         }
-        assert!((score(&rendered, &holes, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 128.0 / (128.0 + 64.0)).abs() < 1e-6);
+        assert!((score(&rendered, &holes, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 272.0 / (272.0 + 64.0)).abs() < 1e-6);
     }
 }
