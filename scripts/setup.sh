@@ -9,7 +9,9 @@ TORCH_VERSION=2.13.0
 
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     echo "setup: installing python3-venv (needed for the libtorch venv)" >&2
-    apt-get update -qq && apt-get install -y -qq python3-venv
+    # Non-interactive: CI runs this with no stdin.
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv </dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2

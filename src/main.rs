@@ -41,6 +41,8 @@ enum Command {
     Shutdown(cli::pending::PendingArgs),
     Viz(cli::pending::PendingArgs),
     Info(cli::info::InfoArgs),
+    #[command(hide = true)]
+    Man(cli::man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Shutdown(_) => return cli::pending::run("shutdown", 4),
         Command::Viz(_) => return cli::pending::run("viz", 5),
         Command::Info(args) => cli::info::run(args),
+        Command::Man(args) => cli::man::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

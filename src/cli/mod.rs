@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into calls on the library.
 pub mod info;
 pub mod infer;
+pub mod man;
 pub mod pending;
 
 /// Logs go to stderr so that stdout stays clean for JSON.
