@@ -79,6 +79,9 @@ pub fn verify(mesh: &Mesh, colors: Option<&ColorModel>, pose: &Pose, obs: &Obser
 /// right to a millimetre still moves edges by a pixel.
 const BORDER: usize = 1;
 
+/// Weight of an occluded pixel against a pose (an inlier counts 1).
+const OCCLUDED_WEIGHT: f32 = 0.5;
+
 /// Rendering margin: room for the silhouette test outside the object.
 const MARGIN: usize = OUTSIDE as usize + BORDER + 2;
 
@@ -133,11 +136,11 @@ pub fn score_depth(rendered: &RoiDepth, obs: &Observation) -> Verdict {
             v.inliers += 1;
         }
     }
-    // A violation is stronger evidence against the pose than an occlusion (occluders are
-    // common, seeing through a solid object is not), so it weighs double; a missing
-    // measurement (dark, shiny, or out of range) weighs half: it neither supports nor refutes.
+    // A violation is strong evidence against the pose (seeing through a solid object), so it
+    // weighs double; an occlusion is common in clutter and weighs half, as does a missing
+    // measurement (dark, shiny, or out of range): they neither support nor refute much.
     v.inliers += edge_inliers;
-    let denom = v.inliers as f32 + 2.0 * v.violations as f32 + v.occluded as f32 + 0.5 * v.missing as f32;
+    let denom = v.inliers as f32 + 2.0 * v.violations as f32 + OCCLUDED_WEIGHT * v.occluded as f32 + 0.5 * v.missing as f32;
     v.surface_score = if v.inliers < 20 || denom <= 0.0 { 0.0 } else { (v.inliers as f32 / denom).min(1.0) };
     silhouette_evidence(rendered, obs, &mut v);
     // A shape "found" inside a larger smooth surface fits the depth but has no silhouette:
@@ -252,14 +255,15 @@ mod tests {
         assert_eq!(score(&behind, &depth, full).occluded, 324);
         // Upper half of the square behind an occluder. The 28 mm step between the halves is a
         // rendered depth edge too, so rows 19 and 20 are edge band: interior 8x18 occluded
-        // (rows 11..19) and 8x18 agreeing (rows 21..29), plus 56 agreeing edge pixels.
+        // (rows 11..19, weighing half) and 8x18 agreeing (rows 21..29), plus 56 agreeing edge
+        // pixels.
         let mut half = rendered.clone();
         for v in 10..20 {
             for u in 10..30 {
                 half[v * w + u] = 530.0;
             }
         }
-        assert!((score(&half, &depth, full).surface_score - 200.0 / (200.0 + 144.0)).abs() < 1e-6);
+        assert!((score(&half, &depth, full).surface_score - 200.0 / (200.0 + 0.5 * 144.0)).abs() < 1e-6);
         // Missing measurements count half: 128 holes inside; 324 - 128 + 76 pixels agree.
         let mut holes = depth.clone();
         for v in 12..20 {
