@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     params.step_rel = arg("--step-rel", params.step_rel);
     params.ref_stride = arg("--ref-stride", params.ref_stride);
     params.candidates = arg("--candidates", params.candidates);
+    params.peaks_per_ref = arg("--peaks", params.peaks_per_ref);
 
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");

@@ -19,6 +19,11 @@ impl Cloud {
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
+
+    /// The points (and normals) at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Cloud {
+        Cloud { points: indices.iter().map(|&i| self.points[i]).collect(), normals: indices.iter().map(|&i| self.normals[i]).collect() }
+    }
 }
 
 /// Camera-frame points (mm) of every `stride`-th valid depth pixel with z in [z_min, z_max].

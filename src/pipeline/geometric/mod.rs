@@ -177,7 +177,8 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         plane = scene::dominant_plane(&scene, tol, 0.1, 17);
         if let Some(plane) = &plane {
             tracing::debug!("support plane {:?} removed", plane);
-            scene = scene::remove_plane(&scene, plane, tol);
+            let kept = scene::above_plane(&scene, plane, tol);
+            scene = scene.select(&kept);
         }
     }
     tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", valid.len(), scene.len(), md.step);

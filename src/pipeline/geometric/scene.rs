@@ -66,17 +66,10 @@ pub fn dominant_plane(c: &cloud::Cloud, tol: f32, min_fraction: f32, seed: u64) 
     Some(Plane { n: nrm, d: -nrm.dot(&mean) })
 }
 
-/// Drops points on the plane (within `tol`) and behind it (seen through it means noise or
-/// outside the workspace).
-pub fn remove_plane(c: &cloud::Cloud, plane: &Plane, tol: f32) -> cloud::Cloud {
-    let mut out = cloud::Cloud::default();
-    for (p, n) in c.points.iter().zip(&c.normals) {
-        if plane.signed_distance(p) > tol {
-            out.points.push(*p);
-            out.normals.push(*n);
-        }
-    }
-    out
+/// Indices of the points above the plane: those on it (within `tol`) and behind it (seen
+/// through it means noise or outside the workspace) are dropped.
+pub fn above_plane(c: &cloud::Cloud, plane: &Plane, tol: f32) -> Vec<usize> {
+    (0..c.len()).filter(|&i| plane.signed_distance(&c.points[i]) > tol).collect()
 }
 
 #[cfg(test)]
@@ -104,7 +97,7 @@ mod tests {
         }
         let plane = dominant_plane(&c, 5.0, 0.2, 3).expect("plane");
         assert!(plane.n.dot(&n) > 0.999);
-        let kept = remove_plane(&c, &plane, 5.0);
-        assert_eq!(kept.len(), 400);
+        let kept = above_plane(&c, &plane, 5.0);
+        assert_eq!(kept, (3000..3400).collect::<Vec<_>>());
     }
 }
