@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    Infer(cli::infer::InferArgs),
+    Infer(Box<cli::infer::InferArgs>),
     Serve(cli::pending::PendingArgs),
     Ping(cli::pending::PendingArgs),
     Shutdown(cli::pending::PendingArgs),
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Infer(args) => cli::infer::run(args),
+        Command::Infer(args) => cli::infer::run(*args),
         Command::Serve(_) => return cli::pending::run("serve", 4),
         Command::Ping(_) => return cli::pending::run("ping", 4),
         Command::Shutdown(_) => return cli::pending::run("shutdown", 4),

@@ -26,19 +26,23 @@ impl Cloud {
     }
 }
 
-/// Camera-frame points (mm) of every `stride`-th valid depth pixel with z in [z_min, z_max].
-pub fn backproject(depth: &DepthMm, cam: &Camera, stride: usize, z_min: f32, z_max: f32) -> Vec<Vec3> {
-    let mut pts = Vec::with_capacity(depth.width * depth.height / (stride * stride).max(1));
+/// Camera-frame point (mm) of every pixel, row-major, zero where the depth is missing or
+/// outside [z_min, z_max]: an organised cloud, indexable by pixel.
+pub fn organized(depth: &DepthMm, cam: &Camera, z_min: f32, z_max: f32) -> Vec<Vec3> {
     let (fx, fy, cx, cy) = (cam.fx as f32, cam.fy as f32, cam.cx as f32, cam.cy as f32);
-    for v in (0..depth.height).step_by(stride) {
-        for u in (0..depth.width).step_by(stride) {
-            let z = depth.at(u, v);
+    let w = depth.width;
+    depth
+        .mm
+        .iter()
+        .enumerate()
+        .map(|(i, &z)| {
             if z >= z_min && z <= z_max {
-                pts.push(Vec3::new((u as f32 - cx) * z / fx, (v as f32 - cy) * z / fy, z));
+                Vec3::new(((i % w) as f32 - cx) * z / fx, ((i / w) as f32 - cy) * z / fy, z)
+            } else {
+                Vec3::zeros()
             }
-        }
-    }
-    pts
+        })
+        .collect()
 }
 
 /// Integer voxel coordinates packed into one key (21 bits each, offset to stay positive).
@@ -80,8 +84,8 @@ impl Moments {
         }
         let d = [p.x - self.anchor[0], p.y - self.anchor[1], p.z - self.anchor[2]];
         self.n += 1.0;
-        for k in 0..3 {
-            self.s[k] += d[k];
+        for (s, dk) in self.s.iter_mut().zip(d) {
+            *s += dk;
         }
         self.ss[0] += d[0] * d[0];
         self.ss[1] += d[0] * d[1];
@@ -221,7 +225,7 @@ mod tests {
         }
         mm[0] = 0.0; // missing pixel is skipped
         let depth = DepthMm { width: w, height: h, mm };
-        let pts = backproject(&depth, &cam, 1, 100.0, 5000.0);
+        let pts: Vec<Vec3> = organized(&depth, &cam, 100.0, 5000.0).into_iter().filter(|p| p.z > 0.0).collect();
         assert_eq!(pts.len(), w * h - 1);
         for p in &pts {
             assert!((p.z - (800.0 + 0.5 * p.x)).abs() < 1e-2);

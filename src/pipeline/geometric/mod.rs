@@ -153,20 +153,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     let (w, h) = (frame.width(), frame.height());
 
     // 1. Scene points: organised (for ICP) and down-sampled with normals (for voting).
-    let organized: Vec<Vec3> = frame
-        .depth
-        .mm
-        .iter()
-        .enumerate()
-        .map(|(i, &z)| {
-            if z >= p.z_min && z <= p.z_max {
-                let (u, v) = ((i % w) as f32, (i / w) as f32);
-                Vec3::new((u - cam.cx as f32) * z / cam.fx as f32, (v - cam.cy as f32) * z / cam.fy as f32, z)
-            } else {
-                Vec3::zeros()
-            }
-        })
-        .collect();
+    let organized = cloud::organized(&frame.depth, cam, p.z_min, p.z_max);
     let valid: Vec<Vec3> = organized.iter().copied().filter(|p| p.z > 0.0).collect();
     let (mut scene, _) = cloud::downsample_with_normals(&valid, md.step, 3);
     tracing::debug!("{} points before plane removal", scene.len());
@@ -194,13 +181,8 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     let mut hyps: Vec<Hypothesis> = refs
         .par_chunks(16)
         .map_init(
-            || (vec![0u16; md.ppf.len() * ppf::ALPHA_BINS], Vec::new(), Vec::new()),
-            |(acc, touched, nb), chunk| {
-                chunk
-                    .iter()
-                    .flat_map(|&r| md.ppf.vote(&scene, &grid, r, acc, touched, nb, p.peaks_per_ref))
-                    .collect::<Vec<_>>()
-            },
+            || md.ppf.scratch(),
+            |scratch, chunk| chunk.iter().flat_map(|&r| md.ppf.vote(&scene, &grid, r, scratch, p.peaks_per_ref)).collect::<Vec<_>>(),
         )
         .flatten()
         .collect();
@@ -210,22 +192,6 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     // 3. Pose clustering: neighbours in pose space pool their votes.
     hyps.sort_by(|a, b| b.votes.total_cmp(&a.votes));
     let clusters = cluster(&hyps, p.cluster_rot, p.cluster_trans_rel * d as f64, &md.center);
-    let debug_gt = std::env::var("SAM6D_DEBUG_GT").ok().map(|gt| {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(gt).unwrap()).unwrap();
-        let r: Vec<f64> = v["r"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>()).collect();
-        let t: Vec<f64> = v["t"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-        Pose::new(nalgebra::Matrix3::from_row_slice(&r), nalgebra::Vector3::from_row_slice(&t))
-    });
-    let gt_err = |p: &Pose| debug_gt.map(|gt| crate::geometry::metrics::add(p, &gt, &md.icp.points));
-    if let Some(gt) = debug_gt {
-        let c = md.center.cast::<f64>();
-        let close = |p: &Pose| (p.apply(&c) - gt.apply(&c)).norm() < 0.1 * d as f64 && p.rotation_angle_to(&gt) < 0.4;
-        let near_refs = refs.iter().filter(|&&r| (scene.points[r].cast::<f64>() - gt.apply(&c)).norm() < 0.5 * d as f64).count();
-        let good: Vec<(usize, f32)> = hyps.iter().enumerate().filter(|(_, h)| close(&h.pose)).map(|(i, h)| (i, h.votes)).collect();
-        let crank = clusters.iter().position(|(p, _)| close(p));
-        eprintln!("GT: {} refs near object, {} good hyps of {} (ranks {:?}), top votes {:?}, good cluster rank {:?} votes {:?}, top cluster votes {:?}",
-            near_refs, good.len(), hyps.len(), good.iter().take(8).collect::<Vec<_>>(), hyps.iter().take(5).map(|h| h.votes).collect::<Vec<_>>(), crank, crank.map(|i| clusters[i].1), clusters.iter().take(5).map(|c| c.1).collect::<Vec<_>>());
-    }
     let best_votes = clusters.first().map_or(1.0, |c| c.1);
     let support: Vec<f32> = clusters.iter().take(p.candidates).map(|c| c.1 / best_votes).collect();
     let candidates: Vec<Pose> = clusters.into_iter().take(p.candidates).map(|c| c.0).collect();
@@ -249,24 +215,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         .zip(&support)
         .map(|(pose, &support)| Scored { pose: *pose, score: confidence(check(pose).0.score, support), support })
         .collect();
-    if let Some(gt) = debug_gt {
-        let r = icp::refine(&org, &md.visibility_mesh, &cp, &cn, &gt, 20, 3.0 * md.step, 1.5 * tol);
-        let v = check(&gt).0;
-        eprintln!("GT itself: score {:.3} surf {:.3} {:?}; ICP from GT -> ADD {:.1} inliers {} rms {:.2}", v.score, v.surface_score, v, gt_err(&r.pose).unwrap(), r.inliers, r.rms);
-        for (k, (c, r)) in candidates.iter().zip(&refined).enumerate() {
-            let (e0, e1) = (gt_err(c).unwrap(), gt_err(r).unwrap());
-            if e0 < 0.2 * d as f64 || e1 < 0.1 * d as f64 {
-                let v = check(r).0;
-                eprintln!("GT cand {k}: ADD {e0:.1} -> {e1:.1} support {:.2} {:?}", support[k], v);
-            }
-        }
-    }
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
-    if debug_gt.is_some() {
-        for s in scored.iter().take(3) {
-            eprintln!("GT top: score {:.3} ADD {:.1}", s.score, gt_err(&s.pose).unwrap());
-        }
-    }
     timer.lap("verify");
 
     // 5. Final polish of the best few with all ICP points, re-verified, then NMS.

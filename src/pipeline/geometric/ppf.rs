@@ -56,7 +56,7 @@ fn fast_atan2(y: f32, x: f32) -> f32 {
     }
     let (a, swap) = if ay > ax { (ax / ay, true) } else { (ay / ax, false) };
     let s = a * a;
-    let mut r = ((-0.046_496_474_9 * s + 0.159_314_22) * s - 0.327_622_764) * s * a + a;
+    let mut r = ((-0.046_496_47 * s + 0.159_314_22) * s - 0.327_622_76) * s * a + a;
     if swap {
         r = PI / 2.0 - r;
     }
@@ -122,6 +122,14 @@ fn build_cos_lut() -> Vec<(u16, f32)> {
             (bin as u16, a - bin as f32)
         })
         .collect()
+}
+
+/// The accumulator (model point × α bin; left zeroed after each vote), the cells it touched,
+/// and the neighbour list: reused across references to avoid allocating in the hot loop.
+pub struct VoteScratch {
+    acc: Vec<u16>,
+    touched: Vec<u32>,
+    neighbours: Vec<u32>,
 }
 
 /// A scene reference point's hypotheses: model point, rotation angle, votes.
@@ -254,18 +262,15 @@ impl PpfModel {
         Some([Quant { bin: dbin as u16, alt: dalt }, self.angle(n1.dot(&dn)), self.angle(n2.dot(&dn)), self.angle(n1.dot(n2))])
     }
 
-    /// Votes for one scene reference point against its neighbours; returns the best poses.
-    /// `acc` is a scratch accumulator of len() × ALPHA_BINS, left zeroed on return.
-    pub fn vote(
-        &self,
-        scene: &Cloud,
-        grid: &Grid,
-        r: usize,
-        acc: &mut [u16],
-        touched: &mut Vec<u32>,
-        neighbours: &mut Vec<u32>,
-        peaks: usize,
-    ) -> Vec<Hypothesis> {
+    /// Scratch space for [`PpfModel::vote`], one per thread.
+    pub fn scratch(&self) -> VoteScratch {
+        VoteScratch { acc: vec![0; self.len() * ALPHA_BINS], touched: Vec::new(), neighbours: Vec::new() }
+    }
+
+    /// Votes for one scene reference point against its neighbours; returns the best `peaks`
+    /// poses. `grid` indexes `scene.points` with cells of about `max_dist`.
+    pub fn vote(&self, scene: &Cloud, grid: &Grid, r: usize, scratch: &mut VoteScratch, peaks: usize) -> Vec<Hypothesis> {
+        let VoteScratch { acc, touched, neighbours } = scratch;
         let (sp, sn) = (&scene.points[r], &scene.normals[r]);
         let frame = RefFrame::new(sp, sn);
         grid.within(&scene.points, sp, self.max_dist, neighbours);
@@ -328,7 +333,7 @@ impl PpfModel {
             let v = acc[cell as usize];
             if best.len() < peaks || v > best[best.len() - 1].0 {
                 best.push((v, cell));
-                best.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                best.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
                 best.truncate(peaks);
             }
         }
