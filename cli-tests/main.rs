@@ -213,6 +213,24 @@ fn bad_inputs_get_clear_errors() {
 }
 
 #[test]
+fn a_model_in_metres_is_flagged_and_cad_unit_m_fixes_it() {
+    let i = Inputs::new();
+    let mut mesh = sam6d::io::ply::read_ply(Path::new(&i.p("model.ply"))).unwrap();
+    for v in &mut mesh.vertices {
+        *v /= 1000.0;
+    }
+    let metres = i.p("model_m.ply");
+    write_ascii_ply(Path::new(&metres), &mesh);
+    let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &[]);
+    assert!(stderr(&o).contains("--cad-unit m"), "no unit warning: {}", stderr(&o));
+    let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &["--cad-unit", "m", "--max-instances", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((v["inputs"]["diameter_mm"].as_f64().unwrap() - mesh.diameter() as f64 * 1000.0).abs() < 1.0);
+    assert_eq!(v["pose_scores"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn cuda_request_without_gpu_is_an_error_not_a_fallback() {
     if sam6d::device::cuda_device_count() > 0 {
         return;
