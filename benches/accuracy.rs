@@ -97,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let pipeline = Pipeline::new(Options::default());
+    let (mut true_scores, mut false_scores, mut top1): (Vec<f32>, Vec<f32>, Vec<bool>) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_object: BTreeMap<String, Tally> = BTreeMap::new();
     let mut stages = StageTimes::default();
     let mut first_error = None;
@@ -112,11 +113,13 @@ fn main() -> anyhow::Result<()> {
             let t0 = Instant::now();
             let result = pipeline.estimate(&frame, model);
             tally.ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            let mut scores: Vec<f32> = Vec::new();
             let estimates: Vec<Pose> = match result {
                 Ok(est) => {
                     for (stage, ms) in &est.timings {
                         stages.add(stage, *ms);
                     }
+                    scores = est.poses.iter().map(|p| p.score).collect();
                     est.poses.iter().map(|p| p.pose).collect()
                 }
                 Err(e) => {
@@ -138,6 +141,12 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+            for (&score, &hit) in scores.iter().zip(&m.matched) {
+                if hit { true_scores.push(score) } else { false_scores.push(score) }
+            }
+            // Top-1: the best estimate is an instance within 0.1 d (ADD), what a grasp needs.
+            let top_ok = estimates.first().is_some_and(|e| gt.iter().any(|g| sam6d::geometry::metrics::add(e, g, pts) < 0.1 * diameter));
+            top1.push(top_ok);
             tally.errors.extend(m.errors);
             tally.false_positives += m.false_positives;
         }
@@ -173,6 +182,21 @@ fn main() -> anyhow::Result<()> {
         all.ms.extend_from_slice(&t.ms);
     }
     row("overall", &all);
+
+    // How to pick --det-score-thresh: estimates kept at each threshold.
+    println!();
+    println!(
+        "top-1 estimate correct (ADD < 0.1 d): {}/{} calls ({:.3})",
+        top1.iter().filter(|t| **t).count(),
+        top1.len(),
+        top1.iter().filter(|t| **t).count() as f64 / top1.len().max(1) as f64
+    );
+    println!("{:<10} {:>16} {:>16}", "score >=", "matched kept", "unmatched kept");
+    for th in [0.2f32, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] {
+        let t = true_scores.iter().filter(|s| **s >= th).count();
+        let f = false_scores.iter().filter(|s| **s >= th).count();
+        println!("{th:<10.1} {:>9}/{:<6} {:>9}/{:<6}", t, true_scores.len(), f, false_scores.len());
+    }
 
     println!();
     println!("{:<24} {:>9} {:>9} {:>6}", "stage", "mean ms", "median ms", "calls");

@@ -11,6 +11,8 @@ pub struct Matched {
     pub errors: Vec<PoseErrors>,
     /// Estimates left unmatched.
     pub false_positives: usize,
+    /// Per estimate, in `estimates` order: whether it was matched to an instance.
+    pub matched: Vec<bool>,
 }
 
 /// Greedy one-to-one matching by MSSD: the pair with the smallest error is matched first, then
@@ -37,7 +39,7 @@ pub fn match_estimates(estimates: &[Pose], gt: &[Pose], pts: &[Vec3], cam: &Came
             errors[g] = err;
         }
     }
-    Matched { errors, false_positives: est_used.iter().filter(|u| !**u).count() }
+    Matched { errors, false_positives: est_used.iter().filter(|u| !**u).count(), matched: est_used }
 }
 
 /// Milliseconds per named stage, in order of first appearance.
