@@ -91,6 +91,7 @@ pub fn refine(
 ) -> IcpResult {
     let mut pose = *pose;
     let mut result = IcpResult { pose, inliers: 0, rms: f32::INFINITY };
+    let centre = pts.iter().fold(Vec3::zeros(), |a, p| a + p) / pts.len().max(1) as f32;
     let mut zbuf = RoiDepth { roi: Roi::full(0, 0), depth: Vec::new() };
     for it in 0..iterations {
         if it % 8 == 0 {
@@ -105,6 +106,9 @@ pub fn refine(
         let wstep = (radius as usize / 2).max(1);
         let r = pose.r.cast::<f32>();
         let t = pose.t.cast::<f32>();
+        // Rotate about the model's centre, not the camera's: about the camera, a small turn is
+        // also a long shift, and the two become nearly impossible to tell apart.
+        let c = r * centre + t;
         let mut ata = Matrix6::<f64>::zeros();
         let mut atb = Vector6::<f64>::zeros();
         let (mut n_in, mut sq) = (0usize, 0.0f64);
@@ -126,7 +130,7 @@ pub fn refine(
             let res = d.dot(&n) as f64;
             // Huber-like weight: full weight inside a third of the gate.
             let w = if res.abs() < (gate / 3.0) as f64 { 1.0 } else { (gate / 3.0) as f64 / res.abs() };
-            let xn = x.cross(&n).cast::<f64>();
+            let xn = (x - c).cross(&n).cast::<f64>();
             let j = Vector6::new(xn.x, xn.y, xn.z, n.x as f64, n.y as f64, n.z as f64);
             ata += j * j.transpose() * w;
             atb += j * (-res * w);
@@ -138,13 +142,16 @@ pub fn refine(
             break;
         }
         result = IcpResult { pose, inliers: n_in, rms: (sq / n_in as f64).sqrt() as f32 };
-        // Small damping keeps poorly constrained directions (symmetric objects) still.
-        let damp = ata.diagonal().max() * 1e-6 + 1e-9;
-        let Some(delta) = (ata + Matrix6::identity() * damp).cholesky().map(|c| c.solve(&atb)) else { break };
+        // Damping relative to each direction's own curvature (Levenberg–Marquardt style) keeps
+        // poorly constrained directions (the axis of a symmetric part) still without slowing
+        // the others.
+        let damped = ata + Matrix6::from_diagonal(&(ata.diagonal() * 1e-4 + Vector6::repeat(1e-9)));
+        let Some(delta) = damped.cholesky().map(|ch| ch.solve(&atb)) else { break };
         let w = Vector3::new(delta[0], delta[1], delta[2]);
         let dt = Vector3::new(delta[3], delta[4], delta[5]);
         let dr = *Rotation3::new(w).matrix();
-        pose = Pose::new(dr * pose.r, dr * pose.t + dt).orthonormalized();
+        let c = c.cast::<f64>();
+        pose = Pose::new(dr * pose.r, dr * (pose.t - c) + c + dt).orthonormalized();
         result.pose = pose;
         // Converged once a step moves the surface by well under a tenth of a millimetre.
         if w.norm() < 1e-4 && dt.norm() < 0.05 {
