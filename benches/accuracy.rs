@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     params.ref_stride = arg("--ref-stride", params.ref_stride);
     params.candidates = arg("--candidates", params.candidates);
     params.peaks_per_ref = arg("--peaks", params.peaks_per_ref);
+    params.icp_iterations = arg("--icp-iterations", params.icp_iterations);
 
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");

@@ -32,6 +32,8 @@ pub struct Params {
     pub peaks_per_ref: usize,
     /// Pose clusters refined and verified.
     pub candidates: usize,
+    /// ICP iterations per candidate.
+    pub icp_iterations: usize,
     /// Pose clustering: same cluster within this rotation (rad) and translation (× d).
     pub cluster_rot: f64,
     pub cluster_trans_rel: f64,
@@ -56,6 +58,7 @@ impl Default for Params {
             edge_band: 0.25,
             peaks_per_ref: 2,
             candidates: 48,
+            icp_iterations: 8,
             cluster_rot: 30f64.to_radians(),
             cluster_trans_rel: 0.1,
             tol_rel: 0.025,
@@ -205,7 +208,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
         md.icp.points.iter().zip(&md.icp.normals).step_by(coarse_stride).map(|(a, b)| (*a, *b)).unzip();
     let refined: Vec<Pose> = candidates
         .par_iter()
-        .map(|pose| icp::refine(&org, &md.visibility_mesh, &cp, &cn, pose, 20, 3.0 * md.step, 1.5 * tol).pose)
+        .map(|pose| icp::refine(&org, &md.visibility_mesh, &cp, &cn, pose, p.icp_iterations, 3.0 * md.step, 1.5 * tol).pose)
         .collect();
     timer.lap("icp");
     let obs = verify::Observation { camera: cam, depth: &frame.depth, rgb: &frame.rgb, support: plane, tolerance: tol };
