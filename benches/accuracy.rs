@@ -7,6 +7,9 @@
 //! estimates are matched one-to-one to that object's instances, greedily by MSSD (pairs beyond
 //! 0.5 × diameter never match). Unmatched instances count as missed, unmatched estimates as
 //! false positives. AR = mean of AR_MSSD and AR_MSPD (BOP 2019+ without VSD).
+mod common;
+
+use common::arg;
 use sam6d::geometry::metrics::{add_recall, ar_mssd_mspd, PoseErrors};
 use sam6d::geometry::{Pose, Vec3};
 use sam6d::pipeline::geometric::Params;
@@ -21,20 +24,6 @@ const DEFAULT_SEED: u64 = 2024;
 const DEFAULT_SCENES: usize = 24;
 const EXAMPLE_DIR: &str = "../shared/testdata/sam6d-example";
 
-/// `--name value` from the command line (cargo adds `--bench`, which is ignored).
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => match args.get(i + 1).map(|v| v.parse()) {
-            Some(Ok(v)) => v,
-            _ => {
-                eprintln!("{name} needs a number");
-                std::process::exit(2);
-            }
-        },
-        None => default,
-    }
-}
 
 /// Per-object (and overall) accumulators.
 #[derive(Default)]

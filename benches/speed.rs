@@ -6,6 +6,9 @@
 //! obj_000005.ply), `--runs` timed runs (default 10) after `--warmup` untimed ones (default 1).
 //! Synthetic: `--scenes` frames (default 8) of the benchmark set, each run once per target
 //! object present.
+mod common;
+
+use common::arg;
 use sam6d::io::Camera;
 use sam6d::pipeline::{CadUnit, Frame, ObjectModel, Options, Pipeline};
 use sam6d::synth::eval::{mean, median, StageTimes};
@@ -16,20 +19,6 @@ use std::time::Instant;
 
 const EXAMPLE_DIR: &str = "../shared/testdata/sam6d-example";
 
-/// `--name value` from the command line (cargo adds `--bench`, which is ignored).
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => match args.get(i + 1).map(|v| v.parse()) {
-            Some(Ok(v)) => v,
-            _ => {
-                eprintln!("{name} needs a number");
-                std::process::exit(2);
-            }
-        },
-        None => default,
-    }
-}
 
 fn print_table(title: &str, total: &[f64], stages: &StageTimes) {
     println!();

@@ -49,23 +49,12 @@ impl Builder {
 /// Moves the mesh so its axis-aligned bounding box is centred on the origin (the model frame
 /// BOP-style CAD models usually have).
 pub fn centred(mut m: Mesh) -> Mesh {
-    let (lo, hi) = bounds(&m);
+    let (lo, hi) = m.bounds();
     let c = (lo + hi) * 0.5;
     for v in &mut m.vertices {
         *v -= c;
     }
     m
-}
-
-/// Axis-aligned bounding box (min, max).
-pub fn bounds(m: &Mesh) -> (Vec3, Vec3) {
-    let mut lo = Vec3::repeat(f32::INFINITY);
-    let mut hi = Vec3::repeat(f32::NEG_INFINITY);
-    for v in &m.vertices {
-        lo = lo.inf(v);
-        hi = hi.sup(v);
-    }
-    (lo, hi)
 }
 
 /// Box with edge lengths (sx, sy, sz), 24 vertices (sharp normals), 12 triangles.
@@ -331,7 +320,7 @@ mod tests {
             assert!(no_degenerate(&m), "{name} has degenerate faces");
             let v = volume(&m);
             assert!((v - want).abs() <= tol * want, "{name}: volume {v} vs {want}");
-            let (lo, hi) = bounds(&m);
+            let (lo, hi) = m.bounds();
             assert!((lo + hi).norm() < 1e-3, "{name} not centred");
         }
     }
@@ -340,7 +329,7 @@ mod tests {
     fn mug_and_table() {
         let m = mug(40.0, 95.0, 4.0, 48);
         assert!(normals_agree(&m) && no_degenerate(&m));
-        let (lo, hi) = bounds(&m);
+        let (lo, hi) = m.bounds();
         // Body 80 mm across, the handle sticks out on +x; 95 mm tall.
         assert!((hi.z - lo.z - 95.0).abs() < 1e-3);
         assert!((hi.y - lo.y - 80.0).abs() < 0.5);
