@@ -36,9 +36,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Infer(Box<cli::infer::InferArgs>),
+    /// Serve the pipeline to socket clients (not available yet: issue #4)
     Serve(cli::pending::PendingArgs),
+    /// Check that a server answers (not available yet: issue #4)
     Ping(cli::pending::PendingArgs),
+    /// Stop a running server (not available yet: issue #4)
     Shutdown(cli::pending::PendingArgs),
+    /// Show a model at estimated poses in 3D (not available yet: issue #5)
     Viz(cli::pending::PendingArgs),
     Info(cli::info::InfoArgs),
     #[command(hide = true)]

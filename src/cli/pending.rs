@@ -2,15 +2,10 @@
 //! command line is stable; running one says so and exits 2.
 use std::process::ExitCode;
 
-/// Not available yet in this build.
+/// Not available yet in this build: the subcommand is part of the command line already so
+/// that scripts can rely on it, but a later issue implements it (serve, ping, shutdown: #4,
+/// the socket server; viz: #5, the viewer). Running it exits with status 2.
 #[derive(clap::Args)]
-#[command(
-    about = "(not available yet) see `sam6d <command> --help`",
-    long_about = "Not available yet in this build: this subcommand is part of the command line already so that \
-scripts can rely on it, but it is implemented by a later issue (serve/ping/shutdown: #4, the socket server; \
-viz: #5, the viewer). Running it exits with status 2.",
-    disable_help_flag = false
-)]
 pub struct PendingArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     rest: Vec<String>,
