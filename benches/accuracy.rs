@@ -203,26 +203,13 @@ fn main() -> anyhow::Result<()> {
 fn dump(dir: &Path, frames: &[sam6d::synth::SyntheticFrame], targets: &[NamedMesh]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for t in targets {
-        let m = &t.mesh;
-        let mut text = format!(
-            "ply\nformat ascii 1.0\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\nelement face {}\nproperty list uchar int vertex_indices\nend_header\n",
-            m.vertices.len(),
-            m.faces.len()
-        );
-        for v in &m.vertices {
-            text += &format!("{} {} {}\n", v.x, v.y, v.z);
-        }
-        for f in &m.faces {
-            text += &format!("3 {} {} {}\n", f[0], f[1], f[2]);
-        }
-        std::fs::write(dir.join(format!("{}.ply", t.name)), text)?;
+        sam6d::io::ply::write_ascii_ply(&t.mesh, &dir.join(format!("{}.ply", t.name)))?;
     }
     for (i, f) in frames.iter().enumerate() {
         let d = dir.join(format!("{i:03}"));
         std::fs::create_dir_all(&d)?;
         f.rgb.save(d.join("rgb.png"))?;
-        let raw: Vec<u16> = f.depth.mm.iter().map(|&z| z.round().clamp(0.0, 65535.0) as u16).collect();
-        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(f.depth.width as u32, f.depth.height as u32, raw).unwrap().save(d.join("depth.png"))?;
+        sam6d::io::image::write_depth_png(&f.depth, 1.0, &d.join("depth.png"))?;
         let c = f.camera;
         std::fs::write(d.join("camera.json"), format!("{{\"cam_K\": [{}, 0, {}, 0, {}, {}, 0, 0, 1], \"depth_scale\": 1.0}}", c.fx, c.cx, c.fy, c.cy))?;
         for (k, g) in f.gt.iter().enumerate() {

@@ -55,26 +55,11 @@ fn write_synthetic_scene(dir: &Path, seed: u64) -> (Mesh, Vec<Pose>) {
     spec.occlusion = 0.0;
     let frame = synth::generate(&spec);
     frame.rgb.save(dir.join("rgb.png")).unwrap();
-    let raw: Vec<u16> = frame.depth.mm.iter().map(|&z| z.round().clamp(0.0, 65535.0) as u16).collect();
-    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(frame.depth.width as u32, frame.depth.height as u32, raw)
-        .unwrap()
-        .save(dir.join("depth.png"))
-        .unwrap();
+    sam6d::io::image::write_depth_png(&frame.depth, 1.0, &dir.join("depth.png")).unwrap();
     let c = frame.camera;
     std::fs::write(dir.join("camera.json"), format!(r#"{{"cam_K": [{}, 0, {}, 0, {}, {}, 0, 0, 1], "depth_scale": 1.0}}"#, c.fx, c.cx, c.fy, c.cy)).unwrap();
-    write_ascii_ply(&dir.join("model.ply"), &target.mesh);
+    sam6d::io::ply::write_ascii_ply(&target.mesh, &dir.join("model.ply")).unwrap();
     (Mesh::clone(&target.mesh), frame.gt.iter().map(|g| g.pose).collect())
-}
-
-fn write_ascii_ply(path: &Path, m: &Mesh) {
-    let mut t = format!("ply\nformat ascii 1.0\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\nelement face {}\nproperty list uchar int vertex_indices\nend_header\n", m.vertices.len(), m.faces.len());
-    for v in &m.vertices {
-        t += &format!("{} {} {}\n", v.x, v.y, v.z);
-    }
-    for f in &m.faces {
-        t += &format!("3 {} {} {}\n", f[0], f[1], f[2]);
-    }
-    std::fs::write(path, t).unwrap();
 }
 
 #[test]
@@ -220,7 +205,7 @@ fn a_model_in_metres_is_flagged_and_cad_unit_m_fixes_it() {
         *v /= 1000.0;
     }
     let metres = i.p("model_m.ply");
-    write_ascii_ply(Path::new(&metres), &mesh);
+    sam6d::io::ply::write_ascii_ply(&mesh, Path::new(&metres)).unwrap();
     let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &[]);
     assert!(stderr(&o).contains("--cad-unit m"), "no unit warning: {}", stderr(&o));
     let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &["--cad-unit", "m", "--max-instances", "1"]);

@@ -93,6 +93,14 @@ pub fn read_depth(path: &Path, depth_scale: f64) -> Result<DepthMm, InputError> 
     decode_depth(&super::read_file(path)?, depth_scale, &path.display().to_string())
 }
 
+/// Writes depth as a 16-bit PNG in raw units (mm / depth_scale, rounded; 0 stays missing).
+pub fn write_depth_png(depth: &DepthMm, depth_scale: f64, path: &Path) -> image::ImageResult<()> {
+    let raw: Vec<u16> = depth.mm.iter().map(|&z| (z as f64 / depth_scale).round().clamp(0.0, 65535.0) as u16).collect();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(depth.width as u32, depth.height as u32, raw)
+        .expect("buffer matches the image size")
+        .save(path)
+}
+
 /// Checks that colour and depth describe the same pixels.
 pub fn check_same_size(rgb: &RgbImage, depth: &DepthMm) -> Result<(), InputError> {
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);

@@ -24,6 +24,34 @@ const BLUE: [&str; 3] = ["blue", "b", "diffuse_blue"];
 /// Face index list names (the spec says `vertex_indices`; many writers use `vertex_index`).
 const FACE_LISTS: [&str; 2] = ["vertex_indices", "vertex_index"];
 
+/// Writes `mesh` as ASCII PLY (positions, normals and colours when present, triangles).
+pub fn write_ascii_ply(mesh: &Mesh, path: &Path) -> std::io::Result<()> {
+    use std::fmt::Write;
+    let mut t = format!("ply\nformat ascii 1.0\ncomment written by sam6d\nelement vertex {}\n", mesh.vertices.len());
+    t += "property float x\nproperty float y\nproperty float z\n";
+    if mesh.normals.is_some() {
+        t += "property float nx\nproperty float ny\nproperty float nz\n";
+    }
+    if mesh.colors.is_some() {
+        t += "property uchar red\nproperty uchar green\nproperty uchar blue\n";
+    }
+    let _ = write!(t, "element face {}\nproperty list uchar int vertex_indices\nend_header\n", mesh.faces.len());
+    for (i, v) in mesh.vertices.iter().enumerate() {
+        let _ = write!(t, "{} {} {}", v.x, v.y, v.z);
+        if let Some(n) = &mesh.normals {
+            let _ = write!(t, " {} {} {}", n[i].x, n[i].y, n[i].z);
+        }
+        if let Some(c) = &mesh.colors {
+            let _ = write!(t, " {} {} {}", c[i][0], c[i][1], c[i][2]);
+        }
+        t.push('\n');
+    }
+    for f in &mesh.faces {
+        let _ = writeln!(t, "3 {} {} {}", f[0], f[1], f[2]);
+    }
+    std::fs::write(path, t)
+}
+
 pub fn parse_ply(bytes: &[u8], what: &str) -> Result<Mesh, InputError> {
     let err = |msg: String| InputError::invalid(what, msg);
 
@@ -697,5 +725,23 @@ end_header\r\n\
         assert_eq!(m.colors.unwrap()[0], [197, 187, 184]);
         // Loose bound (shared 2-core machine); typically far below.
         assert!(took.as_secs_f64() < 3.0, "took {took:?}");
+    }
+
+    #[test]
+    fn ascii_writer_round_trips() {
+        let mesh = Mesh {
+            vertices: vec![Vec3::new(0.0, 0.0, 0.0), Vec3::new(1.5, 0.0, -2.0), Vec3::new(0.0, 1e-5, 3.0)],
+            normals: Some(vec![Vec3::z(), Vec3::x(), Vec3::y()]),
+            colors: Some(vec![[255, 0, 0], [0, 255, 0], [0, 0, 255]]),
+            faces: vec![[0, 1, 2]],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ply");
+        write_ascii_ply(&mesh, &path).unwrap();
+        let back = read_ply(&path).unwrap();
+        assert_eq!(back.vertices, mesh.vertices);
+        assert_eq!(back.normals, mesh.normals);
+        assert_eq!(back.colors, mesh.colors);
+        assert_eq!(back.faces, mesh.faces);
     }
 }
