@@ -276,13 +276,7 @@ mod tests {
     }
 
     fn volume(m: &Mesh) -> f64 {
-        m.faces
-            .iter()
-            .map(|f| {
-                let [a, b, c] = f.map(|i| m.vertices[i as usize].cast::<f64>());
-                a.dot(&b.cross(&c)) / 6.0
-            })
-            .sum()
+        m.signed_volume()
     }
 
     /// Face normals agree with the stored vertex normals (outward winding everywhere).
