@@ -48,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     params.peaks_per_ref = arg("--peaks", params.peaks_per_ref);
     params.icp_iterations = arg("--icp-iterations", params.icp_iterations);
 
+    // --det-score-thresh T: the threshold the pipeline applies (default: the pipeline's).
+    let options = Options { det_score_thresh: arg("--det-score-thresh", Options::default().det_score_thresh), ..Options::default() };
+
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");
     match sam6d::io::ply::read_ply(&obj5) {
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("sam6d accuracy benchmark");
     println!("scenes {n_scenes}, seed {seed}, 640x480 Kinect intrinsics, Kinect-like depth noise");
+    println!("det_score_thresh {}", options.det_score_thresh);
     println!("params: step_rel {}, ref_stride {}, candidates {}", params.step_rel, params.ref_stride, params.candidates);
     println!("scene generation {:.2} s", gen_s);
     for (name, ms) in &build_ms {
@@ -86,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         println!("scenes written to {}", dir.display());
     }
 
-    let pipeline = Pipeline::new(Options::default());
+    let pipeline = Pipeline::new(options.clone());
     let (mut true_scores, mut false_scores, mut top1): (Vec<f32>, Vec<f32>, Vec<bool>) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_object: BTreeMap<String, Tally> = BTreeMap::new();
     let mut stages = StageTimes::default();

@@ -58,8 +58,10 @@ pub struct InferArgs {
     #[arg(long, value_name = "DIR", env = "OUTPUT_DIR")]
     output_dir: Option<PathBuf>,
 
-    /// Drop poses whose score is below this (0..1).
-    #[arg(long, default_value_t = 0.2, value_parser = parse_unit_interval)]
+    /// Drop poses whose score is below this (0..1). On the synthetic benchmark 0.4 keeps ~99 % of
+    /// the right poses and drops a third of the wrong ones; raise it when a false positive costs
+    /// more than a miss.
+    #[arg(long, default_value_t = 0.4, value_parser = parse_unit_interval)]
     det_score_thresh: f32,
 
     /// Return at most this many instances, best first.

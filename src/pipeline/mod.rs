@@ -48,7 +48,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { det_score_thresh: 0.2, max_instances: 10, device: Device::Cpu }
+        Options { det_score_thresh: 0.4, max_instances: 10, device: Device::Cpu }
     }
 }
 
