@@ -28,7 +28,7 @@ pub fn benchmark_spec(seed: u64, i: usize, targets: &[NamedMesh]) -> SceneSpec {
     }
     let mut spec = SceneSpec::new(rng.next_u64(), list);
     spec.distractors = 2 + rng.below(4);
-    spec.occlusion = if i % 4 == 0 { 0.0 } else { 0.7 };
+    spec.occlusion = if i.is_multiple_of(4) { 0.0 } else { 0.7 };
     spec.noise = DepthNoise::kinect_scaled(rng.range(0.6, 1.4) as f32);
     if i % 6 == 5 {
         spec.noise.shift_px = if rng.chance(0.5) { 1 } else { -1 };

@@ -15,29 +15,30 @@ pub struct OrganizedCloud<'a> {
 }
 
 impl OrganizedCloud<'_> {
-    /// Whether camera-frame `x` is on the front surface of a rendered depth image `zbuf`.
+    /// The pixel where camera-frame `x` projects (may lie outside the image).
     #[inline]
-    fn visible(&self, x: &Vec3, zbuf: &RoiDepth, slack: f32) -> bool {
-        if x.z <= 1.0 {
-            return false;
-        }
-        let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round();
-        let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round();
-        let z = zbuf.at(u as isize, v as isize);
-        z > 0.0 && x.z <= z + slack
-    }
-
-    /// The measured point nearest to `x` (camera frame) among the pixels within `radius`
-    /// pixels (sampled every `step`) of where `x` projects. Searching a window, not just the
-    /// one pixel, lets ICP also see sideways misalignment, which a pure projective lookup
-    /// (the measured point on the same ray) can only infer from the normals.
-    #[inline]
-    pub fn nearest(&self, x: &Vec3, radius: i32, step: usize) -> Option<&Vec3> {
+    fn pixel(&self, x: &Vec3) -> Option<(i32, i32)> {
         if x.z <= 1.0 {
             return None;
         }
         let u = (self.camera.fx as f32 * x.x / x.z + self.camera.cx as f32).round() as i32;
         let v = (self.camera.fy as f32 * x.y / x.z + self.camera.cy as f32).round() as i32;
+        Some((u, v))
+    }
+
+    /// Whether `x`, projecting to `px`, is on the front surface of a rendered depth `zbuf`.
+    #[inline]
+    fn visible(x: &Vec3, (u, v): (i32, i32), zbuf: &RoiDepth, slack: f32) -> bool {
+        let z = zbuf.at(u as isize, v as isize);
+        z > 0.0 && x.z <= z + slack
+    }
+
+    /// The measured point nearest to `x` among the pixels within `radius` pixels (sampled
+    /// every `step`) of `(u, v)`, where `x` projects. Searching a window, not just the one
+    /// pixel, lets ICP also see sideways misalignment, which a pure projective lookup (the
+    /// measured point on the same ray) can only infer from the normals.
+    #[inline]
+    fn nearest(&self, x: &Vec3, (u, v): (i32, i32), radius: i32, step: usize) -> Option<&Vec3> {
         let (w, h) = (self.width as i32, self.height as i32);
         let mut best: Option<(&Vec3, f32)> = None;
         for dv in (-radius..=radius).step_by(step) {
@@ -119,10 +120,11 @@ pub fn refine(
             if n.dot(&x) >= 0.0 {
                 continue;
             }
-            if !scene.visible(&x, &zbuf, gate_end.max(2.0)) {
+            let Some(px) = scene.pixel(&x) else { continue };
+            if !OrganizedCloud::visible(&x, px, &zbuf, gate_end.max(2.0)) {
                 continue;
             }
-            let Some(s) = scene.nearest(&x, radius, wstep) else { continue };
+            let Some(s) = scene.nearest(&x, px, radius, wstep) else { continue };
             let d = x - s;
             if d.norm_squared() > gate * gate {
                 continue;

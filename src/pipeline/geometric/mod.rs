@@ -213,21 +213,27 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     timer.lap("icp");
     let obs = verify::Observation { camera: cam, depth: &frame.depth, rgb: &frame.rgb, support: plane, tolerance: tol };
     let check = |pose: &Pose| verify::verify(&md.render_mesh, md.colors.as_ref(), pose, &obs);
-    let mut scored: Vec<Scored> = refined
+    // Each candidate keeps its rendering: the final stage needs it for NMS when polishing
+    // does not improve the pose.
+    let mut scored: Vec<(Scored, RoiDepth)> = refined
         .par_iter()
         .zip(&support)
-        .map(|(pose, &support)| Scored { pose: *pose, score: confidence(check(pose).0.score, support), support })
+        .map(|(pose, &support)| {
+            let (v, rendered) = check(pose);
+            (Scored { pose: *pose, score: confidence(v.score, support), support }, rendered)
+        })
         .collect();
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
     timer.lap("verify");
 
     // 5. Final polish of the best few with all ICP points, re-verified, then NMS.
     // Only candidates that can still make it are polished: a handful beyond what is returned.
     // (Polishing rarely lifts a score by more than half, so lower ones cannot make the cut.)
-    let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.score >= 0.5 * opts.det_score_thresh).count();
-    let mut finals: Vec<(Scored, RoiDepth)> = scored[..keep]
-        .par_iter()
-        .map(|s| {
+    let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.0.score >= 0.5 * opts.det_score_thresh).count();
+    scored.truncate(keep);
+    let mut finals: Vec<(Scored, RoiDepth)> = scored
+        .into_par_iter()
+        .map(|(s, before)| {
             let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
             let (v, rendered) = check(&r.pose);
             tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
@@ -235,7 +241,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
             if score >= s.score {
                 (Scored { pose: r.pose, score, support: s.support }, rendered)
             } else {
-                (Scored { pose: s.pose, score: s.score, support: s.support }, check(&s.pose).1)
+                (s, before)
             }
         })
         .collect();

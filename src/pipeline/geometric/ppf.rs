@@ -167,7 +167,7 @@ impl PpfModel {
                 if i == j {
                     continue;
                 }
-                if let Some(q) = model.quantise(i, j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
+                if let Some(q) = model.quantise(j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
                     let key = model.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
                     keyed.push((key as u32, Entry::new(i, model.frames[i].alpha(&model.cloud.points[j]))));
                 }
@@ -238,7 +238,7 @@ impl PpfModel {
 
     /// Quantised feature of the pair (reference p1/n1, point j of pts/nrm).
     #[inline]
-    fn quantise(&self, _i: usize, j: usize, pts: &[Vec3], nrm: &[Vec3], p1: &Vec3, n1: &Vec3) -> Option<[Quant; 4]> {
+    fn quantise(&self, j: usize, pts: &[Vec3], nrm: &[Vec3], p1: &Vec3, n1: &Vec3) -> Option<[Quant; 4]> {
         let d = pts[j] - p1;
         let dist = d.norm();
         if dist < 1e-6 || dist > self.max_dist {
@@ -281,7 +281,7 @@ impl PpfModel {
             if j == r {
                 continue;
             }
-            let Some(q) = self.quantise(r, j, &scene.points, &scene.normals, sp, sn) else { continue };
+            let Some(q) = self.quantise(j, &scene.points, &scene.normals, sp, sn) else { continue };
             // Scene angle in the same units, offset so that (α_s − α_m) stays non-negative.
             let alpha_s = alpha_units(frame.alpha(&scene.points[j])) + ALPHA_UNITS;
             // All combinations of bin/alternative per component (1 to 16 keys).

@@ -11,7 +11,8 @@ use image::RgbImage;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Verdict {
-    /// inliers / (model pixels with a measurement), in [0, 1].
+    /// The verdict in [0, 1]: `surface_score`, scaled down when the silhouette lacks depth
+    /// edges and when colours disagree.
     pub score: f32,
     /// Rendered model pixels inside the image.
     pub pixels: usize,
