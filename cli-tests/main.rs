@@ -7,6 +7,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod pickle_compat;
+
 fn sam6d(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sam6d")).args(args).env_remove("CAD_PATH").env_remove("CAM_PATH").env_remove("OUTPUT_DIR").output().expect("run sam6d")
 }

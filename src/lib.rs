@@ -7,5 +7,6 @@ pub mod device;
 pub mod geometry;
 pub mod io;
 pub mod pipeline;
+pub mod protocol;
 pub mod render;
 pub mod synth;
