@@ -3,10 +3,12 @@
 //! Data flows one way: inputs ([`io`]) become a [`pipeline::Frame`] and an
 //! [`pipeline::ObjectModel`]; [`pipeline::Pipeline::estimate`] returns poses; the CLI and the
 //! server only format them.
+pub mod client;
 pub mod device;
 pub mod geometry;
 pub mod io;
 pub mod pipeline;
 pub mod protocol;
 pub mod render;
+pub mod server;
 pub mod synth;

@@ -36,12 +36,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Infer(Box<cli::infer::InferArgs>),
-    /// Serve the pipeline to socket clients (not available yet: issue #4)
-    Serve(cli::pending::PendingArgs),
-    /// Check that a server answers (not available yet: issue #4)
-    Ping(cli::pending::PendingArgs),
-    /// Stop a running server (not available yet: issue #4)
-    Shutdown(cli::pending::PendingArgs),
+    Serve(Box<cli::serve::ServeArgs>),
+    Ping(cli::ping::PingArgs),
+    Shutdown(cli::ping::ShutdownArgs),
     /// Show a model at estimated poses in 3D (not available yet: issue #5)
     Viz(cli::pending::PendingArgs),
     Info(cli::info::InfoArgs),
@@ -51,12 +48,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.verbose);
+    // A server logs one line per request by default; the other commands only warnings.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    cli::init_logging(cli.verbose, default_level);
     let result = match cli.command {
         Command::Infer(args) => cli::infer::run(*args),
-        Command::Serve(_) => return cli::pending::run("serve", 4),
-        Command::Ping(_) => return cli::pending::run("ping", 4),
-        Command::Shutdown(_) => return cli::pending::run("shutdown", 4),
+        Command::Serve(args) => cli::serve::run(*args),
+        Command::Ping(args) => cli::ping::run(args),
+        Command::Shutdown(args) => cli::ping::run_shutdown(args),
         Command::Viz(_) => return cli::pending::run("viz", 5),
         Command::Info(args) => cli::info::run(args),
         Command::Man(args) => cli::man::run(args),

@@ -62,6 +62,11 @@ impl Pose {
         ((rel.trace() - 1.0) * 0.5).clamp(-1.0, 1.0).acos()
     }
 
+    /// From the row lists of a result file or server answer.
+    pub fn from_rows(r: &[[f64; 3]; 3], t: &[f64; 3]) -> Pose {
+        Pose::new(Matrix3::from_fn(|i, j| r[i][j]), Vector3::new(t[0], t[1], t[2]))
+    }
+
     pub fn rotation_rows(&self) -> [[f64; 3]; 3] {
         let r = &self.r;
         [[r[(0, 0)], r[(0, 1)], r[(0, 2)]], [r[(1, 0)], r[(1, 1)], r[(1, 2)]], [r[(2, 0)], r[(2, 1)], r[(2, 2)]]]

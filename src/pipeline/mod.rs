@@ -6,7 +6,7 @@
 pub mod geometric;
 mod model;
 
-pub use model::{CadUnit, ObjectModel};
+pub use model::{load_models, CadUnit, ObjectModel};
 
 use crate::device::Device;
 use crate::geometry::Pose;
@@ -80,6 +80,11 @@ impl Pipeline {
     }
 
     pub fn estimate(&self, frame: &Frame, model: &ObjectModel) -> anyhow::Result<Estimate> {
-        geometric::estimate(frame, model, &self.options)
+        self.estimate_with(frame, model, &self.options)
+    }
+
+    /// As [`Pipeline::estimate`] with per-request options (the server's `det_score_thresh`).
+    pub fn estimate_with(&self, frame: &Frame, model: &ObjectModel, options: &Options) -> anyhow::Result<Estimate> {
+        geometric::estimate(frame, model, options)
     }
 }

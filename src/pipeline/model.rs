@@ -57,3 +57,38 @@ impl ObjectModel {
         Ok(ObjectModel { name: name.to_string(), mesh, diameter, geometric })
     }
 }
+
+/// Loads every model named on the command line: a PLY file, or a folder (a BOP `models/`
+/// directory) whose `*.ply` files are all loaded. Names are file stems and must be unique,
+/// since clients choose a model by name.
+pub fn load_models(paths: &[std::path::PathBuf], unit: CadUnit) -> anyhow::Result<Vec<ObjectModel>> {
+    use rayon::prelude::*;
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("reading model folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("ply")))
+                .collect();
+            anyhow::ensure!(!found.is_empty(), "model folder {} holds no .ply file", path.display());
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no CAD model given");
+    let models: Vec<ObjectModel> = files.par_iter().map(|p| ObjectModel::load(p, unit)).collect::<anyhow::Result<_>>()?;
+    for (i, m) in models.iter().enumerate() {
+        if let Some(j) = models[..i].iter().position(|o| o.name == m.name) {
+            anyhow::bail!(
+                "two models are named '{}' ({} and {}): clients pick models by file name, so names must differ",
+                m.name,
+                files[j].display(),
+                files[i].display()
+            );
+        }
+    }
+    Ok(models)
+}
