@@ -381,3 +381,36 @@ fn start_up_fails_clearly() {
     let o = sam6d(&["serve", "--port", "0", "--cad", s(&d.join("model.ply")), "--cad", s(&d.join("model.ply"))]);
     super::expect_error(&o, 1, &["two models are named 'model'"]);
 }
+
+#[test]
+fn connections_beyond_the_limit_get_busy_and_are_closed() {
+    use sam6d::protocol::{frame, pickle};
+    let server = Server::start(&["--bench-noop", "--max-connections", "2"]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    // Both are registered once the server answers a request on each.
+    for s in &held {
+        let mut buf = frame::buffer_with_header();
+        sam6d::protocol::message::encode_into(&mut buf, &serde_json::json!({"action": "ping"})).unwrap();
+        frame::write_framed(&mut &*s, buf).unwrap();
+        frame::read_frame(&mut &*s, 1 << 20).unwrap();
+    }
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let payload = frame::read_frame(&mut third, 1 << 20).expect("an answer before closing");
+    let v = pickle::decode(&payload, &pickle::Limits::default()).unwrap();
+    assert_eq!(v.get("code").and_then(|c| c.as_str()), Some("busy"), "{v:?}");
+    assert!(v.get("message").and_then(|m| m.as_str()).unwrap().contains("--max-connections"));
+    assert_eq!(third.read(&mut [0u8; 1]).unwrap(), 0, "closed after the answer");
+    drop(held);
+    // Freed slots take new clients again.
+    let t0 = Instant::now();
+    loop {
+        let o = python(&[&server.port(), "ping"], &[]);
+        if o.status.success() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{}", stderr(&o));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
