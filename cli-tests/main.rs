@@ -7,8 +7,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod batch;
+mod eval;
+mod overlay;
 mod pickle_compat;
 mod serve;
+mod viz;
 
 fn sam6d(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sam6d")).args(args).env_remove("CAD_PATH").env_remove("CAM_PATH").env_remove("OUTPUT_DIR").output().expect("run sam6d")
@@ -271,12 +275,6 @@ fn rgba_and_grey_colour_images_are_accepted() {
 }
 
 #[test]
-fn later_subcommands_say_so_and_exit_2() {
-    let o = sam6d(&["viz"]);
-    expect_error(&o, 2, &["not implemented yet", "issue #"]);
-}
-
-#[test]
 fn info_reports_libtorch_and_cuda() {
     let o = sam6d(&["info", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -311,7 +309,7 @@ fn man_pages_match_the_cli() {
         names
     };
     let generated = pages(dir.path());
-    for cmd in ["sam6d", "sam6d-infer", "sam6d-serve", "sam6d-ping", "sam6d-shutdown", "sam6d-viz", "sam6d-info"] {
+    for cmd in ["sam6d", "sam6d-infer", "sam6d-serve", "sam6d-ping", "sam6d-shutdown", "sam6d-viz", "sam6d-info", "sam6d-completions", "sam6d-eval"] {
         assert!(generated.contains(&format!("{cmd}.1")), "`sam6d man` wrote no {cmd}.1 (wrote {generated:?})");
     }
     assert_eq!(pages(&committed), generated, "man/ holds other pages than the CLI generates; {regen}");
@@ -320,4 +318,25 @@ fn man_pages_match_the_cli() {
         let old = std::fs::read(committed.join(name)).unwrap_or_default();
         assert!(new == old, "man/{name} is out of date with the CLI; {regen}");
     }
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = sam6d(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        for needle in ["infer", "serve", "det-score-thresh", "max-frame-bytes"] {
+            assert!(text.contains(needle), "{shell} completions lack {needle}");
+        }
+    }
+    // The bash script is valid bash.
+    let o = sam6d(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sam6d.bash");
+    std::fs::write(&path, &o.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    let o = sam6d(&["completions", "tcsh"]);
+    expect_error(&o, 2, &["tcsh"]);
 }

@@ -357,7 +357,7 @@ fn visualize_writes_an_overlay_into_the_output_dir() {
     let path = PathBuf::from(r["data"]["vis_path"].as_str().unwrap_or_else(|| panic!("{r}")));
     assert!(path.starts_with(out.path()), "{path:?}");
     let img = image::open(&path).unwrap();
-    assert_eq!((img.width(), img.height()), (640, 480));
+    assert_eq!((img.width(), img.height()), (1280, 480), "input | overlay side by side");
     // Without an output dir the request says what is missing.
     let server = Server::start(&strs(&bracket_args()));
     let r = server.python("infer", &strs(&bracket_request(&["--visualize"])));

@@ -13,6 +13,15 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv </dev/null
 fi
+# `sam6d viz` (cargo feature `viz`) renders through wgpu: it needs a Vulkan driver at run time.
+# Mesa's lavapipe (mesa-vulkan-drivers) renders on the CPU, so --png works with no GPU and no
+# display (CI); libvulkan1 is the loader wgpu opens.
+# Xvfb + xdotool let the test suite open the interactive window on a virtual display.
+if ! dpkg -s mesa-vulkan-drivers libvulkan1 xvfb xdotool >/dev/null 2>&1; then
+    echo "setup: installing mesa-vulkan-drivers, xvfb, xdotool (software Vulkan and a virtual display for sam6d viz)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 xvfb xdotool </dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv

@@ -5,6 +5,7 @@
 //! server only format them.
 pub mod client;
 pub mod device;
+pub mod eval;
 pub mod geometry;
 pub mod io;
 pub mod pipeline;
@@ -12,3 +13,4 @@ pub mod protocol;
 pub mod render;
 pub mod server;
 pub mod synth;
+pub mod viz;

@@ -39,9 +39,10 @@ enum Command {
     Serve(Box<cli::serve::ServeArgs>),
     Ping(cli::ping::PingArgs),
     Shutdown(cli::ping::ShutdownArgs),
-    /// Show a model at estimated poses in 3D (not available yet: issue #5)
-    Viz(cli::pending::PendingArgs),
+    Viz(cli::viz::VizArgs),
     Info(cli::info::InfoArgs),
+    Eval(cli::eval::EvalArgs),
+    Completions(cli::completions::CompletionsArgs),
     #[command(hide = true)]
     Man(cli::man::ManArgs),
 }
@@ -56,8 +57,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Ping(args) => cli::ping::run(args),
         Command::Shutdown(args) => cli::ping::run_shutdown(args),
-        Command::Viz(_) => return cli::pending::run("viz", 5),
+        Command::Viz(args) => cli::viz::run(args),
         Command::Info(args) => cli::info::run(args),
+        Command::Eval(args) => cli::eval::run(args),
+        Command::Completions(args) => cli::completions::run(args),
         Command::Man(args) => cli::man::run(args),
     };
     match result {

@@ -1,4 +1,8 @@
-//! `sam6d infer`: one RGB-D frame in, poses out (JSON).
+//! `sam6d infer`: one RGB-D frame in, poses out (JSON); or a batch of frames (folders, `*`
+//! patterns, a BOP scene) through the same pipeline, loaded once ([`batch`]).
+mod batch;
+mod frames;
+
 use anyhow::Context;
 use sam6d::client::{self, Client};
 use sam6d::device::DeviceRequest;
@@ -10,7 +14,7 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Estimate the 6D pose of an object in one RGB-D frame.
+/// Estimate the 6D pose of an object in one RGB-D frame, or in a batch of frames.
 ///
 /// Prints a JSON object on stdout (or writes it with --out / --output-dir):
 /// {"rotation": [[[r00,r01,r02],[..],[..]], ...], "translation": [[x,y,z], ...] (mm),
@@ -19,23 +23,40 @@ use std::time::{Duration, Instant};
 ///
 /// The default pipeline is weights-free: point-pair-feature voting on the depth, ICP, then
 /// render-and-compare verification, whose agreement score is the pose score in [0, 1].
+///
+/// Batches: --rgb-dir/--depth-dir (pairs matched by file stem), --rgb/--depth patterns with one
+/// `*` (matched by what the `*` matched) or --scene (a BOP scene folder). The model is prepared
+/// once. Results go to --output-dir DIR (DIR/<name>.json per frame), --jsonl FILE (one record
+/// per line: the single-frame JSON plus "frame", "obj_id", "time_s"), --bop-csv FILE (BOP19)
+/// and/or stdout with --format json. A frame that fails gets an error record
+/// ({"frame", "inputs", "error"}) and the batch goes on. Exit status: 0 every frame worked,
+/// 1 some frames failed (or the batch could not start), 2 usage error. Existing result files
+/// are never replaced without --overwrite.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
   sam6d infer --rgb rgb.png --depth depth.png --cam camera.json --cad obj_000005.ply\n  \
   CAD_PATH=model.ply CAM_PATH=camera.json sam6d infer --rgb rgb.png --depth depth.png --out pose.json\n  \
-  sam6d infer --rgb 000001.png --depth 000001.png --cam scene_camera.json --cam-frame 1 --cad obj_000005.ply")]
+  sam6d infer --rgb 000001.png --depth 000001.png --cam scene_camera.json --cam-frame 1 --cad obj_000005.ply\n\n\
+Batches:\n  \
+  sam6d infer --rgb-dir caps/rgb --depth-dir caps/depth --cam camera.json --cad model.ply --output-dir results\n  \
+  sam6d infer --rgb 'caps/*_rgb.png' --depth 'caps/*_depth.png' --cam camera.json --cad model.ply --jsonl poses.jsonl\n  \
+  sam6d infer --scene lmo/test/000002 --cad models/obj_000005.ply --bop-csv sam6d_lmo-test.csv --vis vis/\n  \
+  sam6d infer --scene lmo/test/000002 --cad models/obj_000005.ply --format json | jq -c '[.frame.im_id, .pose_scores]'")]
 pub struct InferArgs {
     /// Colour image: PNG or JPEG; 8-bit RGB, RGBA (alpha ignored) or grey.
-    #[arg(long, value_name = "FILE")]
-    rgb: PathBuf,
+    /// A pattern with one `*` in the file name ('caps/*_rgb.png', quoted) makes a batch.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["rgb_dir", "scene"])]
+    rgb: Option<PathBuf>,
 
     /// Depth image registered to the colour image: single-channel 16-bit PNG, raw × depth_scale = mm, 0 = no data.
-    #[arg(long, value_name = "FILE")]
-    depth: PathBuf,
+    /// With a --rgb pattern, a pattern too ('caps/*_depth.png'): frames pair by what the `*` matched.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["depth_dir", "scene"])]
+    depth: Option<PathBuf>,
 
-    /// Camera intrinsics: SAM-6D camera.json ({"cam_K": [9 numbers, row-major], "depth_scale": s}) or a BOP scene_camera.json.
-    /// With --connect it is optional and, when given, overrides the server's camera.
-    #[arg(long, value_name = "FILE", env = "CAM_PATH", required_unless_present = "connect")]
+    /// Camera intrinsics: SAM-6D camera.json ({"cam_K": [9 numbers, row-major], "depth_scale": s}) or a BOP scene_camera.json
+    /// (in a batch, each image's entry is found by its id). With --connect it is optional and, when given, overrides the
+    /// server's camera. With --scene, the scene's scene_camera.json is used instead.
+    #[arg(long, value_name = "FILE", env = "CAM_PATH", required_unless_present_any = ["connect", "scene"])]
     cam: Option<PathBuf>,
 
     /// Image id to use from a BOP scene_camera.json (default: the lowest id).
@@ -60,7 +81,8 @@ pub struct InferArgs {
     #[arg(long, short, value_name = "FILE")]
     out: Option<PathBuf>,
 
-    /// Write the JSON result to DIR/sam6d_results/detection_pose.json (SAM-6D's layout).
+    /// Write the JSON result to DIR/sam6d_results/detection_pose.json (SAM-6D's layout); in a
+    /// batch, one DIR/<name>.json per frame.
     #[arg(long, value_name = "DIR", env = "OUTPUT_DIR")]
     output_dir: Option<PathBuf>,
 
@@ -79,14 +101,63 @@ pub struct InferArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceRequest,
 
-    /// Also write a PNG of the colour image with each pose's model outline drawn over it
-    /// (best pose in red, then green, blue, ...).
+    /// Also write a PNG like SAM-6D's vis_pem.png: the colour image | the same with each pose's
+    /// visible model points, 3D bounding box and score drawn over it (best in red, then green, blue, ...).
     #[arg(long, value_name = "FILE")]
     overlay: Option<PathBuf>,
 
     /// Pretty-print the JSON.
     #[arg(long)]
     pretty: bool,
+
+    /// json: one compact JSON line per frame on stdout, with "frame", "obj_id" and "time_s" added
+    /// (the --jsonl schema), for shell loops. Without it a batch prints only a summary on stderr.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<Format>,
+
+    /// Batch: colour images, paired with --depth-dir by file stem (000001.png with 000001.png).
+    #[arg(long, value_name = "DIR", requires = "depth_dir", conflicts_with_all = ["rgb", "depth", "scene"], help_heading = "Batch")]
+    rgb_dir: Option<PathBuf>,
+
+    /// Batch: depth images (16-bit PNG) for --rgb-dir.
+    #[arg(long, value_name = "DIR", requires = "rgb_dir", help_heading = "Batch")]
+    depth_dir: Option<PathBuf>,
+
+    /// Batch: a BOP scene folder (rgb/, depth/, scene_camera.json). scene_id is the folder name,
+    /// im_id the file stem; each image's camera comes from scene_camera.json.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["rgb", "depth"], help_heading = "Batch")]
+    scene: Option<PathBuf>,
+
+    /// Batch: write one JSON record per frame to FILE (JSON lines), in frame order.
+    #[arg(long, value_name = "FILE", help_heading = "Batch")]
+    jsonl: Option<PathBuf>,
+
+    /// Batch: write BOP19 results (scene_id,im_id,obj_id,score,R,t,time), one row per instance.
+    /// Needs numeric image names and an object id (--obj-id, or digits in the CAD name).
+    #[arg(long, value_name = "FILE", help_heading = "Batch")]
+    bop_csv: Option<PathBuf>,
+
+    /// Batch: BOP object id for --bop-csv and the records [default: the digits of the CAD file
+    /// name, obj_000005.ply → 5].
+    #[arg(long, value_name = "N", help_heading = "Batch")]
+    obj_id: Option<i64>,
+
+    /// Batch: write each frame's overlay (as --overlay: model points, 3D box and score per pose) to DIR/<name>.png.
+    #[arg(long, value_name = "DIR", help_heading = "Batch")]
+    vis: Option<PathBuf>,
+
+    /// Batch: frames in flight at once. The pipeline already uses every core inside a frame;
+    /// 2 overlaps one frame's decoding and serial stages with another's estimate.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Batch")]
+    jobs: u32,
+
+    /// Batch: replace existing result files (by default the batch refuses to start).
+    #[arg(long, help_heading = "Batch")]
+    overwrite: bool,
+
+    /// Batch: no progress bar or per-frame lines, no summary (errors still go to stderr).
+    #[arg(long, short, help_heading = "Batch")]
+    quiet: bool,
 
     /// Send the frame to a running `sam6d serve` at HOST:PORT instead of running the pipeline
     /// here (models stay loaded there; the output has the same shape).
@@ -102,13 +173,48 @@ pub struct InferArgs {
     timeout: f64,
 }
 
+/// How results are printed on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One compact JSON record per frame and line (the --jsonl schema).
+    Json,
+}
+
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let (out, n, object) = match &args.connect {
+    if let Some(listing) = batch_listing(&args)? {
+        return batch::run(&args, listing);
+    }
+    let batch_only = [
+        (args.jsonl.is_some(), "--jsonl"),
+        (args.bop_csv.is_some(), "--bop-csv"),
+        (args.vis.is_some(), "--vis"),
+        (args.obj_id.is_some(), "--obj-id"),
+        (args.jobs != 1, "--jobs"),
+        (args.overwrite, "--overwrite"),
+        (args.quiet, "--quiet"),
+    ];
+    if let Some((_, flag)) = batch_only.iter().find(|(given, _)| *given) {
+        usage_error(format!(
+            "{flag} is for batches (--rgb-dir/--depth-dir, --scene, or --rgb/--depth patterns with a `*`); for one frame use --out or --overlay"
+        ));
+    }
+    let t0 = Instant::now();
+    let (mut out, n, object) = match &args.connect {
         Some(addr) => remote(&args, addr)?,
         None => local(&args)?,
     };
+    if args.format == Some(Format::Json) {
+        // The batch record of this one frame, so that a shell loop gets the same lines as a batch.
+        let rgb = args.rgb.as_deref().expect("clap requires --rgb");
+        let name = rgb.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let cad_stem = args.cad.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
+        let obj_id = cad_stem.as_deref().and_then(io::results::obj_id_from_stem);
+        out.insert("frame".into(), json!({"name": name, "scene_id": null, "im_id": name.parse::<i64>().ok()}));
+        out.insert("obj_id".into(), json!(obj_id));
+        out.insert("time_s".into(), json!(round3(t0.elapsed().as_secs_f64() * 1e3) / 1e3));
+    }
     let value = Value::Object(out);
-    let text = if args.pretty { serde_json::to_string_pretty(&value)? } else { serde_json::to_string(&value)? };
+    let text = if args.pretty && args.format.is_none() { serde_json::to_string_pretty(&value)? } else { serde_json::to_string(&value)? };
     let target = match (&args.out, &args.output_dir) {
         (Some(p), _) if p.as_os_str() == "-" => None,
         (Some(p), _) => Some(p.clone()),
@@ -131,6 +237,27 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The frames of a batch, or `None` for the single-frame form (--rgb FILE --depth FILE).
+fn batch_listing(args: &InferArgs) -> anyhow::Result<Option<frames::Listing>> {
+    if let Some(scene) = &args.scene {
+        return frames::from_scene(scene).map(Some);
+    }
+    if let (Some(rgb), Some(depth)) = (&args.rgb_dir, &args.depth_dir) {
+        return frames::from_dirs(rgb, depth).map(Some);
+    }
+    let (rgb, depth) = (args.rgb.as_deref().expect("clap requires --rgb"), args.depth.as_deref().expect("clap requires --depth"));
+    match (frames::is_pattern(rgb), frames::is_pattern(depth)) {
+        (false, false) => Ok(None),
+        (true, true) => frames::from_patterns(rgb, depth).map(Some),
+        _ => usage_error("--rgb and --depth must both be patterns with a `*` (quoted: --rgb 'caps/*_rgb.png' --depth 'caps/*_depth.png'), or both files"),
+    }
+}
+
+/// A usage error found after parsing: clap's message format and exit status 2.
+fn usage_error(msg: impl std::fmt::Display) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{msg}\n")).exit()
+}
+
 fn load_camera(args: &InferArgs, path: &Path) -> anyhow::Result<Camera> {
     let camera = Camera::from_json_file(path, args.cam_frame.as_deref())?;
     Ok(match args.depth_scale {
@@ -145,9 +272,10 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     let device = args.device.resolve().map_err(anyhow::Error::msg)?;
     let t0 = Instant::now();
     let camera = load_camera(args, cam)?;
-    let rgb = io::image::read_rgb(&args.rgb)?;
-    let depth = io::image::read_depth(&args.depth, camera.depth_scale)?;
-    let frame = Frame::new(rgb, depth, camera).with_context(|| format!("{} and {}", args.rgb.display(), args.depth.display()))?;
+    let (rgb_path, depth_path) = single_paths(args);
+    let rgb = io::image::read_rgb(rgb_path)?;
+    let depth = io::image::read_depth(depth_path, camera.depth_scale)?;
+    let frame = Frame::new(rgb, depth, camera).with_context(|| format!("{} and {}", rgb_path.display(), depth_path.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let t1 = Instant::now();
@@ -165,7 +293,7 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
         json!({"rgb": args.rgb, "depth": args.depth, "cam": cam, "cad": cad, "diameter_mm": model.diameter}),
     );
     if let Some(path) = &args.overlay {
-        let poses: Vec<_> = est.poses.iter().map(|p| p.pose).collect();
+        let poses: Vec<_> = est.poses.iter().map(|p| (p.pose, p.score)).collect();
         write_overlay(path, &frame, &model, &poses)?;
         out.insert("overlay".into(), json!(path));
     }
@@ -174,8 +302,9 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
 
 /// Sends the frame to a running server. The images travel as the files' bytes, undecoded.
 fn remote(args: &InferArgs, addr: &str) -> anyhow::Result<(Map<String, Value>, usize, String)> {
-    let rgb = std::fs::read(&args.rgb).with_context(|| format!("reading {}", args.rgb.display()))?;
-    let depth = std::fs::read(&args.depth).with_context(|| format!("reading {}", args.depth.display()))?;
+    let (rgb_path, depth_path) = single_paths(args);
+    let rgb = std::fs::read(rgb_path).with_context(|| format!("reading {}", rgb_path.display()))?;
+    let depth = std::fs::read(depth_path).with_context(|| format!("reading {}", depth_path.display()))?;
     let camera = args.cam.as_deref().map(|p| load_camera(args, p)).transpose()?;
     let request = client::InferenceRequest {
         action: message::ACTION_INFERENCE,
@@ -206,23 +335,37 @@ fn remote(args: &InferArgs, addr: &str) -> anyhow::Result<(Map<String, Value>, u
             None => anyhow::bail!("--overlay with --connect needs --cam to project the model"),
         };
         let poses = poses_from_json(&out)?;
-        let rgb = io::image::decode_rgb(&rgb, &args.rgb.display().to_string())?;
-        let depth = io::image::decode_depth(&depth, camera.depth_scale, &args.depth.display().to_string())?;
+        let rgb = io::image::decode_rgb(&rgb, &rgb_path.display().to_string())?;
+        let depth = io::image::decode_depth(&depth, camera.depth_scale, &depth_path.display().to_string())?;
         write_overlay(path, &Frame::new(rgb, depth, camera)?, &model, &poses)?;
         out.insert("overlay".into(), json!(path));
     }
     Ok((out, n, object))
 }
 
-fn write_overlay(path: &Path, frame: &Frame, model: &ObjectModel, poses: &[Pose]) -> anyhow::Result<()> {
-    let img = sam6d::render::overlay::draw_outlines(&frame.rgb, &model.mesh, &frame.camera, poses);
+/// --rgb and --depth of the single-frame form (clap requires both when no batch flag is given).
+fn single_paths(args: &InferArgs) -> (&Path, &Path) {
+    (args.rgb.as_deref().expect("clap requires --rgb"), args.depth.as_deref().expect("clap requires --depth"))
+}
+
+fn write_overlay<P: sam6d::render::overlay::ScoredPose>(path: &Path, frame: &Frame, model: &ObjectModel, poses: &[P]) -> anyhow::Result<()> {
+    // SAM-6D's vis_pem.png layout: input | model points, 3D box and score (when `poses` carry
+    // scores, e.g. `(Pose, f32)`) per instance.
+    let img = sam6d::render::overlay::vis_pem(&frame.rgb, &model.mesh, &frame.camera, poses);
     img.save(path).with_context(|| format!("writing overlay {}", path.display()))
 }
 
-/// Poses back from the `rotation` / `translation` lists of an answer.
-fn poses_from_json(out: &Map<String, Value>) -> anyhow::Result<Vec<Pose>> {
+/// Poses and scores back from the `rotation` / `translation` / `pose_scores` lists of an answer.
+fn poses_from_json(out: &Map<String, Value>) -> anyhow::Result<Vec<(Pose, f32)>> {
     let rot: Vec<[[f64; 3]; 3]> = serde_json::from_value(out.get("rotation").cloned().unwrap_or_default())?;
     let tr: Vec<[f64; 3]> = serde_json::from_value(out.get("translation").cloned().unwrap_or_default())?;
-    anyhow::ensure!(rot.len() == tr.len(), "the answer has {} rotations but {} translations", rot.len(), tr.len());
-    Ok(rot.iter().zip(&tr).map(|(r, t)| Pose::from_rows(r, t)).collect())
+    let scores: Vec<f32> = serde_json::from_value(out.get("pose_scores").cloned().unwrap_or_default())?;
+    anyhow::ensure!(
+        rot.len() == tr.len() && tr.len() == scores.len(),
+        "the answer has {} rotations, {} translations and {} scores",
+        rot.len(),
+        tr.len(),
+        scores.len()
+    );
+    Ok(rot.iter().zip(&tr).zip(scores).map(|((r, t), s)| (Pose::from_rows(r, t), s)).collect())
 }

@@ -1,10 +1,12 @@
 //! One module per subcommand; each turns parsed arguments into calls on the library.
+pub mod completions;
+pub mod eval;
 pub mod info;
 pub mod infer;
 pub mod man;
-pub mod pending;
 pub mod ping;
 pub mod serve;
+pub mod viz;
 
 use std::time::Duration;
 

@@ -2,9 +2,9 @@
 //!
 //! * ADD: mean distance between corresponding transformed points; ADI (ADD-S): mean distance
 //!   to the closest transformed point (for symmetric objects).
-//! * MSSD: maximum distance between corresponding points. BOP takes the minimum over the
-//!   object's symmetries; we know none, so it is the plain maximum.
-//! * MSPD: maximum distance between the projections, pixels (same remark on symmetries).
+//! * MSSD: maximum distance between corresponding points; BOP takes the minimum over the
+//!   object's symmetries ([`mssd_sym`]; [`mssd`] is the plain maximum, for objects without).
+//! * MSPD: maximum distance between the projections, pixels ([`mspd_sym`] / [`mspd`]).
 //! * AR (BOP 2019+) = mean of AR_MSSD and AR_MSPD here; BOP also averages AR_VSD, which needs
 //!   visibility masks of the test data and is left out.
 //!
@@ -58,6 +58,99 @@ pub fn mspd(est: &Pose, gt: &Pose, pts: &[Vec3], cam: &Camera) -> f64 {
             ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
         })
         .fold(0.0, f64::max)
+}
+
+/// BOP's MSSD with symmetries: min over the symmetry transformations S of
+/// max_p ‖est(p) − (gt ∘ S)(p)‖, mm, and the index of the S that gives it. `syms` holds the
+/// object's symmetry transformations (model → model), identity included; empty = identity only.
+pub fn mssd_sym(est: &Pose, gt: &Pose, pts: &[Vector3<f64>], syms: &[Pose]) -> (f64, usize) {
+    let identity = [Pose::identity()];
+    let syms = if syms.is_empty() { &identity[..] } else { syms };
+    let mut best = (f64::INFINITY, 0);
+    for (k, s) in syms.iter().enumerate() {
+        let g = gt.compose(s);
+        // est(p) − g(p) = (R_e − R_g) p + (t_e − t_g): one matrix-vector product per point.
+        let (a, b) = (est.r - g.r, est.t - g.t);
+        let mut worst2 = 0.0f64;
+        for p in pts {
+            worst2 = worst2.max((a * p + b).norm_squared());
+            // This symmetry can no longer beat the best one: stop early (same minimum).
+            if worst2 >= best.0 * best.0 {
+                break;
+            }
+        }
+        if worst2.sqrt() < best.0 {
+            best = (worst2.sqrt(), k);
+        }
+    }
+    best
+}
+
+/// BOP's MSPD with symmetries: min over S of max_p ‖π(est(p)) − π((gt ∘ S)(p))‖, pixels.
+pub fn mspd_sym(est: &Pose, gt: &Pose, pts: &[Vector3<f64>], syms: &[Pose], cam: &Camera) -> f64 {
+    let identity = [Pose::identity()];
+    let syms = if syms.is_empty() { &identity[..] } else { syms };
+    let proj = |q: Vector3<f64>| cam.project([q.x, q.y, q.z]);
+    let est_px: Vec<[f64; 2]> = pts.iter().map(|p| proj(est.r * p + est.t)).collect();
+    let mut best2 = f64::INFINITY;
+    for s in syms {
+        let g = gt.compose(s);
+        let mut worst2 = 0.0f64;
+        for (p, e) in pts.iter().zip(&est_px) {
+            let q = proj(g.r * p + g.t);
+            worst2 = worst2.max((q[0] - e[0]).powi(2) + (q[1] - e[1]).powi(2));
+            if worst2 >= best2 {
+                break;
+            }
+        }
+        best2 = best2.min(worst2);
+    }
+    best2.sqrt()
+}
+
+/// ADI (ADD-S) over all points, exact, with a grid for the nearest-neighbour search (the brute
+/// force of [`adi`] is quadratic, too slow for full CAD models). mm.
+pub fn adi_exact(est: &Pose, gt: &Pose, pts: &[Vector3<f64>]) -> f64 {
+    if pts.is_empty() {
+        return 0.0;
+    }
+    let g: Vec<Vec3> = pts.iter().map(|p| (gt.r * p + gt.t).cast::<f32>()).collect();
+    let (mut lo, mut hi) = (g[0], g[0]);
+    for p in &g {
+        lo = lo.inf(p);
+        hi = hi.sup(p);
+    }
+    let cell = ((hi - lo).norm() / 32.0).max(1e-3);
+    let grid = super::grid::Grid::new(&g, cell);
+    let sum: f64 = pts
+        .iter()
+        .map(|p| {
+            let q = (est.r * p + est.t).cast::<f32>();
+            // Grow the radius until a point is found; the first hit within r is the nearest.
+            let mut r = cell;
+            loop {
+                if let Some((_, d2)) = grid.nearest_within(&g, &q, r) {
+                    return (d2 as f64).sqrt();
+                }
+                r *= 2.0;
+            }
+        })
+        .sum();
+    sum / pts.len() as f64
+}
+
+/// Mean distance between corresponding points (ADD) over f64 points, mm.
+pub fn add_f64(est: &Pose, gt: &Pose, pts: &[Vector3<f64>]) -> f64 {
+    if pts.is_empty() {
+        return 0.0;
+    }
+    let (a, b) = (est.r - gt.r, est.t - gt.t);
+    pts.iter().map(|p| (a * p + b).norm()).sum::<f64>() / pts.len() as f64
+}
+
+/// Angle of the rotation between the two poses, degrees in [0, 180].
+pub fn rotation_error_deg(est: &Pose, gt: &Pose) -> f64 {
+    est.rotation_angle_to(gt).to_degrees()
 }
 
 /// The errors of one ground-truth instance against the estimate matched to it.

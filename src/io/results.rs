@@ -36,3 +36,68 @@ pub fn timings(est: &Estimate) -> Value {
 pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
+
+/// The header of a BOP19 results file.
+pub const BOP_CSV_HEADER: &str = "scene_id,im_id,obj_id,score,R,t,time";
+
+/// BOP19 CSV rows for one frame's estimate, one per instance: `R` row-major and `t` (mm)
+/// space-separated, `time` the frame's seconds (-1 when unknown), the same for every row.
+pub fn bop_csv_rows(scene_id: i64, im_id: i64, obj_id: i64, est: &Estimate, time_s: f64) -> String {
+    let mut out = String::new();
+    for p in &est.poses {
+        let r: Vec<String> = p.pose.rotation_rows().iter().flatten().map(|v| v.to_string()).collect();
+        let t: Vec<String> = p.pose.translation_array().iter().map(|v| v.to_string()).collect();
+        out += &format!("{scene_id},{im_id},{obj_id},{},{},{},{time_s}\n", p.score, r.join(" "), t.join(" "));
+    }
+    out
+}
+
+/// BOP object id from a CAD file stem: the last run of digits (`obj_000005` → 5).
+pub fn obj_id_from_stem(stem: &str) -> Option<i64> {
+    let digits: String = stem.chars().rev().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    digits.chars().rev().collect::<String>().parse().ok()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
+/// a crash never leaves half a file under the final name.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `path` with `.tmp` appended to its file name (same folder, so the final rename is atomic).
+pub fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Pose;
+    use crate::pipeline::PoseEstimate;
+
+    #[test]
+    fn obj_ids_come_from_the_stem_digits() {
+        assert_eq!(obj_id_from_stem("obj_000005"), Some(5));
+        assert_eq!(obj_id_from_stem("obj_12_v2"), Some(2));
+        assert_eq!(obj_id_from_stem("model"), None);
+    }
+
+    #[test]
+    fn bop_rows_have_nine_and_three_numbers() {
+        let pose = Pose::new(nalgebra::Matrix3::identity(), nalgebra::Vector3::new(1.5, -2.0, 900.25));
+        let est = Estimate { poses: vec![PoseEstimate { pose, score: 0.5 }; 2], timings: vec![] };
+        let text = bop_csv_rows(48, 1, 5, &est, 0.25);
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows.len(), 2);
+        let cols: Vec<&str> = rows[0].split(',').collect();
+        assert_eq!(cols.len(), 7);
+        assert_eq!(&cols[..4], &["48", "1", "5", "0.5"]);
+        assert_eq!(cols[4].split(' ').count(), 9);
+        assert_eq!(cols[5], "1.5 -2 900.25");
+        assert_eq!(cols[6], "0.25");
+    }
+}

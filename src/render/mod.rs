@@ -1,5 +1,6 @@
 //! Software rendering of meshes: depth / mask / model-coordinate images for verification,
 //! templates and overlays.
+pub mod font;
 pub mod overlay;
 pub mod raster;
 pub mod roi;

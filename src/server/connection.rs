@@ -287,8 +287,8 @@ fn write_visualisation(frame: &Frame, model: &crate::pipeline::ObjectModel, est:
     };
     let dir = dir.join("sam6d_results");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let poses: Vec<_> = est.poses.iter().map(|p| p.pose).collect();
-    let img = crate::render::overlay::draw_outlines(&frame.rgb, &model.mesh, &frame.camera, &poses);
+    let poses: Vec<_> = est.poses.iter().map(|p| (p.pose, p.score)).collect();
+    let img = crate::render::overlay::vis_pem(&frame.rgb, &model.mesh, &frame.camera, &poses);
     // Unix milliseconds first: names sort by time and never collide with an earlier run's files.
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let path = dir.join(format!("vis_{ms}_{n:06}.png"));

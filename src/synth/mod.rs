@@ -1,7 +1,9 @@
 //! Reproducible synthetic RGB-D scenes for benchmarks and tests: procedural meshes
 //! ([`shapes`]), table-top scenes with ground truth ([`scene`]), Kinect-like depth corruption
-//! ([`noise`]), the fixed benchmark set ([`benchmark`]) and its scoring ([`eval`]). Everything follows from a u64 seed.
+//! ([`noise`]), the fixed benchmark set ([`benchmark`]), BOP scene files ([`bop`]) and timing summaries
+//! ([`eval`]; the scoring is [`crate::eval`]). Everything follows from a u64 seed.
 pub mod benchmark;
+pub mod bop;
 pub mod eval;
 pub mod noise;
 pub mod rng;

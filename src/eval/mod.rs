@@ -1,0 +1,614 @@
+//! `sam6d eval`: scores pose estimates against BOP ground truth the way the BOP toolkit does
+//! (`eval_calc_errors` + `eval_calc_scores`, BOP19 settings), without VSD.
+//!
+//! - Targets: per image and object, the ground-truth instances with visib_fract ≥ 0.1
+//!   (`scene_gt_info.json`; every instance when the file is missing).
+//! - Estimates: per image and object, sorted by score; only the top n are evaluated, n = the
+//!   number of targets (BOP's n_top = −1 with `inst_count`); estimates for an object with no
+//!   target in the image are ignored.
+//! - Errors of each estimate against every instance of its object (targets or not): MSSD and
+//!   MSPD minimised over the object's symmetries, ADD, ADI.
+//! - Per threshold, greedy matching ([`matching`]); a target counts as found when an estimate is
+//!   matched to it; an estimate matched to a non-target counts for nothing.
+//! - Recall = found / targets, pooled over all instances (per object, and over all objects);
+//!   AR_MSSD and AR_MSPD average it over the 10 thresholds; AR = their mean (BOP adds AR_VSD).
+pub mod dataset;
+pub mod matching;
+pub mod predictions;
+pub mod symmetry;
+
+use crate::geometry::metrics::{self, mssd_thresholds};
+use crate::geometry::Pose;
+use crate::io::Camera;
+use anyhow::{bail, Result};
+use dataset::{EvalModel, ModelsDir, Scene};
+use predictions::{Prediction, Predictions};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+/// ADD / ADI correctness threshold, fraction of the diameter.
+pub const ADD_THRESHOLD: f64 = 0.1;
+
+/// Rotation / translation error medians are over the targets matched with MSSD below this
+/// fraction of the diameter (the loosest MSSD threshold).
+pub const MEDIAN_MATCH_MSSD: f64 = 0.5;
+
+/// MSPD thresholds (px) for an image `width` wide: 5r … 50r, r = width / 640.
+fn mspd_thresholds(width: usize) -> Vec<f64> {
+    metrics::mspd_thresholds(width)
+}
+
+/// Counts of found targets for one object (or all), summed over images.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    targets: usize,
+    estimates: usize,
+    mssd_hits: [usize; 10],
+    mspd_hits: [usize; 10],
+    add_hits: usize,
+    adi_hits: usize,
+    /// ADD(-S): ADI hits for symmetric objects, ADD hits for the others.
+    adds_hits: usize,
+    /// Over targets matched with MSSD < 0.5 d: rotation error (deg) and translation error (mm)
+    /// against the ground truth composed with the best symmetry.
+    rot_err: Vec<f64>,
+    trans_err: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.targets += o.targets;
+        self.estimates += o.estimates;
+        for k in 0..10 {
+            self.mssd_hits[k] += o.mssd_hits[k];
+            self.mspd_hits[k] += o.mspd_hits[k];
+        }
+        self.add_hits += o.add_hits;
+        self.adi_hits += o.adi_hits;
+        self.adds_hits += o.adds_hits;
+        self.rot_err.extend(&o.rot_err);
+        self.trans_err.extend(&o.trans_err);
+    }
+
+    fn scores(&self) -> Scores {
+        // BOP: recall 0 when there is no target.
+        let recall = |hits: usize| if self.targets == 0 { 0.0 } else { hits as f64 / self.targets as f64 };
+        let recall_mssd: Vec<f64> = self.mssd_hits.iter().map(|&h| recall(h)).collect();
+        let recall_mspd: Vec<f64> = self.mspd_hits.iter().map(|&h| recall(h)).collect();
+        let ar_mssd = recall_mssd.iter().sum::<f64>() / 10.0;
+        let ar_mspd = recall_mspd.iter().sum::<f64>() / 10.0;
+        Scores {
+            targets: self.targets,
+            estimates: self.estimates,
+            ar: 0.5 * (ar_mssd + ar_mspd),
+            ar_mssd,
+            ar_mspd,
+            recall_mssd,
+            recall_mspd,
+            hits_mssd: self.mssd_hits.to_vec(),
+            hits_mspd: self.mspd_hits.to_vec(),
+            add_recall: recall(self.add_hits),
+            adi_recall: recall(self.adi_hits),
+            add_s_recall: recall(self.adds_hits),
+            matched: self.rot_err.len(),
+            median_rotation_error_deg: crate::synth::eval::median(&self.rot_err),
+            median_translation_error_mm: crate::synth::eval::median(&self.trans_err),
+        }
+    }
+}
+
+/// Figures for one object or for all (serialised into the `--json` report; NaN → null).
+#[derive(Clone, Debug, Serialize)]
+pub struct Scores {
+    /// Ground-truth instances that count (visib_fract ≥ 0.1).
+    pub targets: usize,
+    /// Estimates evaluated (top n per image and object).
+    pub estimates: usize,
+    pub ar: f64,
+    pub ar_mssd: f64,
+    pub ar_mspd: f64,
+    /// Recall at each MSSD threshold (0.05 … 0.50 × diameter).
+    pub recall_mssd: Vec<f64>,
+    /// Recall at each MSPD threshold (5 … 50 px × width / 640).
+    pub recall_mspd: Vec<f64>,
+    pub hits_mssd: Vec<usize>,
+    pub hits_mspd: Vec<usize>,
+    /// ADD < 0.1 d.
+    pub add_recall: f64,
+    /// ADI (ADD-S) < 0.1 d.
+    pub adi_recall: f64,
+    /// ADI for symmetric objects, ADD for the others (the usual "ADD(-S)").
+    pub add_s_recall: f64,
+    /// Targets matched with MSSD < 0.5 d (the medians are over these).
+    pub matched: usize,
+    pub median_rotation_error_deg: f64,
+    pub median_translation_error_mm: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectReport {
+    pub obj_id: u32,
+    pub diameter_mm: f64,
+    pub diameter_source: &'static str,
+    pub symmetric: bool,
+    /// Symmetry transformations MSSD/MSPD minimise over (identity included).
+    pub symmetry_transforms: usize,
+    pub model_vertices: usize,
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SceneReport {
+    pub scene_id: u32,
+    pub dir: String,
+    pub images: usize,
+    pub image_width: usize,
+    /// false: no scene_gt_info.json, every instance is a target.
+    pub visib_fract_filter: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictionCounts {
+    pub format: &'static str,
+    /// Estimated instances read.
+    pub rows: usize,
+    /// JSON-lines frames that failed, skipped.
+    pub error_lines: usize,
+    /// Rows for images that are not in the given scenes' scene_gt.json (ignored).
+    pub rows_for_unknown_images: usize,
+    /// Rows beyond the top n (n = targets of that object in that image), ignored as BOP does.
+    pub rows_beyond_top_n: usize,
+    /// Rows for an object with no target in that image, ignored.
+    pub rows_without_target: usize,
+    /// Rows for objects left out by --obj-id.
+    pub rows_for_other_objects: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TimeStats {
+    /// Frames of the given scenes with a known time.
+    pub frames: usize,
+    pub mean_s: f64,
+    pub median_s: f64,
+    /// CSV frames whose rows disagree on the time (the largest was kept).
+    pub inconsistent: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenes: Vec<SceneReport>,
+    pub predictions: PredictionCounts,
+    pub objects: Vec<ObjectReport>,
+    pub overall: Scores,
+    pub time: TimeStats,
+    pub settings: serde_json::Value,
+    /// Objects with targets in the scenes but no model in the models folder (not evaluated).
+    pub objects_without_model: Vec<u32>,
+    pub notes: Vec<String>,
+}
+
+/// One image and object: its targets and estimates.
+struct Task<'a> {
+    camera: Camera,
+    width: usize,
+    /// All instances of the object in the image, with their target flag.
+    gt: Vec<(Pose, bool)>,
+    /// Top-n estimates, best first.
+    ests: Vec<&'a Prediction>,
+}
+
+fn score_task(t: &Task, m: &EvalModel) -> Tally {
+    let d = m.diameter;
+    let mut tally = Tally { targets: t.gt.iter().filter(|g| g.1).count(), estimates: t.ests.len(), ..Default::default() };
+    if t.ests.is_empty() {
+        return tally;
+    }
+    // Errors of every evaluated estimate against every instance.
+    let (mut mssd, mut mspd, mut add, mut adi) = (vec![], vec![], vec![], vec![]);
+    let mut best_sym = vec![];
+    for e in &t.ests {
+        let (mut r_mssd, mut r_mspd, mut r_add, mut r_adi, mut r_sym) = (vec![], vec![], vec![], vec![], vec![]);
+        for (g, _) in &t.gt {
+            let (err, k) = metrics::mssd_sym(&e.pose, g, &m.pts, &m.syms);
+            r_mssd.push(err);
+            r_sym.push(k);
+            r_mspd.push(metrics::mspd_sym(&e.pose, g, &m.pts, &m.syms, &t.camera));
+            r_add.push(metrics::add_f64(&e.pose, g, &m.pts));
+            // As BOP: ADI is infinite when the bounding spheres do not overlap (centres a
+            // diameter apart); it could not pass 0.1 d, and the search would be wasted.
+            r_adi.push(if (e.pose.t - g.t).norm() < d { metrics::adi_exact(&e.pose, g, &m.pts) } else { f64::INFINITY });
+        }
+        mssd.push(r_mssd);
+        mspd.push(r_mspd);
+        add.push(r_add);
+        adi.push(r_adi);
+        best_sym.push(r_sym);
+    }
+    let count = |matches: Vec<Option<usize>>| matches.into_iter().flatten().filter(|&g| t.gt[g].1).count();
+    for (k, f) in mssd_thresholds().into_iter().enumerate() {
+        tally.mssd_hits[k] = count(matching::greedy_match(&mssd, f * d));
+    }
+    for (k, th) in mspd_thresholds(t.width).into_iter().enumerate() {
+        tally.mspd_hits[k] = count(matching::greedy_match(&mspd, th));
+    }
+    tally.add_hits = count(matching::greedy_match(&add, ADD_THRESHOLD * d));
+    tally.adi_hits = count(matching::greedy_match(&adi, ADD_THRESHOLD * d));
+    tally.adds_hits = if m.symmetric { tally.adi_hits } else { tally.add_hits };
+    // The medians are over the targets matched at the loosest MSSD threshold (0.5 d): a pose
+    // farther off is no match for that instance, and its error would say nothing about it.
+    for (e, g) in matching::greedy_match(&mssd, MEDIAN_MATCH_MSSD * d).into_iter().enumerate() {
+        if let Some(g) = g.filter(|&g| t.gt[g].1) {
+            let truth = t.gt[g].0.compose(&m.syms[best_sym[e][g]]);
+            let est = &t.ests[e].pose;
+            tally.rot_err.push(metrics::rotation_error_deg(est, &truth));
+            tally.trans_err.push((est.t - truth.t).norm());
+        }
+    }
+    tally
+}
+
+/// Scores `preds` against `scenes`. `only`: evaluate these objects only (empty = every object
+/// with a target).
+pub fn evaluate(scenes: &[Scene], preds: &Predictions, models: &ModelsDir, only: &[u32]) -> Result<Report> {
+    let mut seen = BTreeSet::new();
+    for s in scenes {
+        if !seen.insert(s.scene_id) {
+            bail!("scene {} is given twice ({})", s.scene_id, s.dir.display());
+        }
+    }
+    let wanted = |o: u32| only.is_empty() || only.contains(&o);
+
+    // Objects with a model are required for every estimate that could be scored.
+    let mut missing: BTreeMap<u32, (usize, &Prediction)> = BTreeMap::new();
+    for p in preds.rows.iter().filter(|p| wanted(p.obj_id)) {
+        if !models.has(p.obj_id) {
+            missing.entry(p.obj_id).or_insert((0, p)).0 += 1;
+        }
+    }
+    if let Some((obj, (n, p))) = missing.iter().next() {
+        bail!(
+            "{n} prediction row(s) are for object {obj} (first: scene {}, image {}), but there is no model {}; objects without a model: {:?}",
+            p.scene_id,
+            p.im_id,
+            models.ply_path(*obj).display(),
+            missing.keys().collect::<Vec<_>>()
+        );
+    }
+
+    // Objects to evaluate: those with a target somewhere.
+    let mut target_objs = BTreeSet::new();
+    for s in scenes {
+        for im in s.images.values() {
+            target_objs.extend(im.gt.iter().filter(|g| g.valid && wanted(g.obj_id)).map(|g| g.obj_id));
+        }
+    }
+    let objects_without_model: Vec<u32> = target_objs.iter().copied().filter(|&o| !models.has(o)).collect();
+    let objs: Vec<u32> = target_objs.iter().copied().filter(|&o| models.has(o)).collect();
+    let loaded: Vec<EvalModel> = objs.par_iter().map(|&o| models.load(o)).collect::<Result<_>>()?;
+    let model_of: BTreeMap<u32, &EvalModel> = loaded.iter().map(|m| (m.obj_id, m)).collect();
+
+    // Group the estimates by image and object.
+    let mut counts = PredictionCounts {
+        format: preds.format,
+        rows: preds.rows.len(),
+        error_lines: preds.error_lines,
+        rows_for_unknown_images: 0,
+        rows_beyond_top_n: 0,
+        rows_without_target: 0,
+        rows_for_other_objects: 0,
+    };
+    let scene_of: BTreeMap<u32, &Scene> = scenes.iter().map(|s| (s.scene_id, s)).collect();
+    let mut grouped: BTreeMap<(u32, u32, u32), Vec<&Prediction>> = BTreeMap::new();
+    for p in &preds.rows {
+        if !scene_of.get(&p.scene_id).is_some_and(|s| s.images.contains_key(&p.im_id)) {
+            counts.rows_for_unknown_images += 1;
+        } else if !wanted(p.obj_id) {
+            counts.rows_for_other_objects += 1;
+        } else {
+            grouped.entry((p.scene_id, p.im_id, p.obj_id)).or_default().push(p);
+        }
+    }
+
+    let mut tasks: Vec<(u32, Task)> = Vec::new();
+    for s in scenes {
+        for (&im_id, im) in &s.images {
+            for &obj in &objs {
+                let gt: Vec<(Pose, bool)> = im.gt.iter().filter(|g| g.obj_id == obj).map(|g| (g.pose, g.valid)).collect();
+                let n = gt.iter().filter(|g| g.1).count();
+                if n == 0 {
+                    continue;
+                }
+                let mut ests = grouped.remove(&(s.scene_id, im_id, obj)).unwrap_or_default();
+                // Stable sort: equal scores keep the file order.
+                ests.sort_by(|a, b| b.score.total_cmp(&a.score));
+                counts.rows_beyond_top_n += ests.len().saturating_sub(n);
+                ests.truncate(n);
+                tasks.push((obj, Task { camera: im.camera, width: s.image_width, gt, ests }));
+            }
+        }
+    }
+    counts.rows_without_target = grouped.values().map(Vec::len).sum();
+
+    let tallies: Vec<(u32, Tally)> = tasks.par_iter().map(|(obj, t)| (*obj, score_task(t, model_of[obj]))).collect();
+    let mut per_obj: BTreeMap<u32, Tally> = BTreeMap::new();
+    let mut all = Tally::default();
+    for (obj, t) in &tallies {
+        per_obj.entry(*obj).or_default().add(t);
+        all.add(t);
+    }
+    let objects = loaded
+        .iter()
+        .map(|m| ObjectReport {
+            obj_id: m.obj_id,
+            diameter_mm: m.diameter,
+            diameter_source: m.diameter_source,
+            symmetric: m.symmetric,
+            symmetry_transforms: m.syms.len(),
+            model_vertices: m.pts.len(),
+            scores: per_obj.get(&m.obj_id).cloned().unwrap_or_default().scores(),
+        })
+        .collect();
+
+    // Times of the frames in the given scenes.
+    let times: Vec<f64> = preds.frame_times.iter().filter(|((s, i), _)| scene_of.get(s).is_some_and(|sc| sc.images.contains_key(i))).map(|(_, &t)| t).collect();
+    let time = TimeStats {
+        frames: times.len(),
+        mean_s: crate::synth::eval::mean(&times),
+        median_s: crate::synth::eval::median(&times),
+        inconsistent: preds.inconsistent_times,
+    };
+
+    let mut notes = vec!["VSD is not computed: AR here is (AR_MSSD + AR_MSPD) / 2, BOP's AR also averages AR_VSD.".to_string()];
+    if models.info.is_none() {
+        notes.push(format!("{} has no models_info.json: diameters come from the meshes and no object is treated as symmetric.", models.dir.display()));
+    }
+    for s in scenes.iter().filter(|s| !s.has_gt_info) {
+        notes.push(format!("scene {} has no scene_gt_info.json: every ground-truth instance counts, whatever its visibility.", s.scene_id));
+    }
+    if !objects_without_model.is_empty() {
+        notes.push(format!("objects {objects_without_model:?} have targets but no model in {}: not evaluated.", models.dir.display()));
+    }
+    let settings = serde_json::json!({
+        "mssd_thresholds_diameter_fraction": mssd_thresholds(),
+        "mspd_thresholds_px_at_width_640": mspd_thresholds(640),
+        "add_threshold_diameter_fraction": ADD_THRESHOLD,
+        "visib_gt_min": dataset::VISIB_GT_MIN,
+        "max_sym_disc_step": symmetry::MAX_SYM_DISC_STEP,
+        "n_top": "number of targets per image and object",
+        "median_errors_over_matches_with_mssd_below_diameter_fraction": MEDIAN_MATCH_MSSD,
+        "vsd": "not computed",
+    });
+    Ok(Report {
+        scenes: scenes
+            .iter()
+            .map(|s| SceneReport { scene_id: s.scene_id, dir: s.dir.display().to_string(), images: s.images.len(), image_width: s.image_width, visib_fract_filter: s.has_gt_info })
+            .collect(),
+        predictions: counts,
+        objects,
+        overall: all.scores(),
+        time,
+        settings,
+        objects_without_model,
+        notes,
+    })
+}
+
+impl Report {
+    /// The human-readable summary printed on stdout.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let images: usize = self.scenes.iter().map(|s| s.images).sum();
+        let _ = writeln!(
+            o,
+            "{} image(s) in {} scene(s), {} target instance(s), {} estimate(s) evaluated of {} read ({})",
+            images,
+            self.scenes.len(),
+            self.overall.targets,
+            self.overall.estimates,
+            self.predictions.rows,
+            self.predictions.format
+        );
+        let f = |v: f64| if v.is_finite() { format!("{v:.2}") } else { "-".to_string() };
+        let _ = writeln!(o, "\n{:>8} {:>9} {:>4} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8}", "obj_id", "diam(mm)", "sym", "targets", "est", "AR", "AR_MSSD", "AR_MSPD", "ADD", "ADI", "ADD(-S)", "re°(med)", "te(med)");
+        let row = |o: &mut String, name: &str, diam: String, sym: &str, s: &Scores| {
+            let _ = writeln!(
+                o,
+                "{:>8} {:>9} {:>4} {:>7} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
+                name,
+                diam,
+                sym,
+                s.targets,
+                s.estimates,
+                s.ar,
+                s.ar_mssd,
+                s.ar_mspd,
+                s.add_recall,
+                s.adi_recall,
+                s.add_s_recall,
+                f(s.median_rotation_error_deg),
+                f(s.median_translation_error_mm)
+            );
+        };
+        for ob in &self.objects {
+            row(&mut o, &ob.obj_id.to_string(), format!("{:.1}", ob.diameter_mm), if ob.symmetric { "yes" } else { "no" }, &ob.scores);
+        }
+        row(&mut o, "all", String::new(), "", &self.overall);
+        let _ = writeln!(o, "\nrecall by threshold (all objects):");
+        let list = |v: &[f64]| v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(o, "  MSSD < 0.05 … 0.50 d:          {}", list(&self.overall.recall_mssd));
+        let _ = writeln!(o, "  MSPD < 5 … 50 px (× width/640): {}", list(&self.overall.recall_mspd));
+        let _ = writeln!(o, "ADD / ADI / ADD(-S): error < {ADD_THRESHOLD} d; re / te: median rotation (deg) and translation (mm) errors of the {} target(s) matched with MSSD < {MEDIAN_MATCH_MSSD} d", self.overall.matched);
+        if self.time.frames > 0 {
+            let _ = writeln!(o, "time per frame: mean {:.3} s, median {:.3} s over {} frame(s)", self.time.mean_s, self.time.median_s, self.time.frames);
+        } else {
+            let _ = writeln!(o, "time per frame: unknown (no time in the predictions)");
+        }
+        let p = &self.predictions;
+        let ignored = [
+            (p.error_lines, "failed frame(s) in the JSON-lines file, skipped"),
+            (p.rows_for_unknown_images, "row(s) for images not in the given scenes, ignored"),
+            (p.rows_beyond_top_n, "row(s) beyond the top n per image and object (n = targets), ignored"),
+            (p.rows_without_target, "row(s) for an object with no target in that image, ignored"),
+            (p.rows_for_other_objects, "row(s) for objects left out by --obj-id"),
+            (self.time.inconsistent, "frame(s) whose rows disagree on the time (the largest kept)"),
+        ];
+        for (n, what) in ignored.iter().filter(|(n, _)| *n > 0) {
+            let _ = writeln!(o, "{n} {what}");
+        }
+        for n in &self.notes {
+            let _ = writeln!(o, "note: {n}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::{Matrix3, Vector3};
+
+    const CAM: Camera = Camera { fx: 500.0, fy: 500.0, cx: 320.0, cy: 240.0, depth_scale: 1.0 };
+
+    /// The 8 corners of a box with half-extents (a, b, c), centred on the origin.
+    fn box_model(a: f64, b: f64, c: f64, syms: Vec<Pose>, symmetric: bool) -> EvalModel {
+        let mut pts = vec![];
+        for sx in [-1.0, 1.0] {
+            for sy in [-1.0, 1.0] {
+                for sz in [-1.0, 1.0] {
+                    pts.push(Vector3::new(sx * a, sy * b, sz * c));
+                }
+            }
+        }
+        let diameter = 2.0 * (a * a + b * b + c * c).sqrt();
+        EvalModel { obj_id: 1, pts, diameter, diameter_source: "mesh", syms, symmetric }
+    }
+
+    fn at(x: f64, y: f64, z: f64) -> Pose {
+        Pose::new(Matrix3::identity(), Vector3::new(x, y, z))
+    }
+
+    fn pred(pose: Pose, score: f64) -> Prediction {
+        Prediction { scene_id: 1, im_id: 1, obj_id: 1, score, pose }
+    }
+
+    fn task<'a>(gt: &[Pose], ests: &'a [Prediction]) -> Task<'a> {
+        Task { camera: CAM, width: 640, gt: gt.iter().map(|g| (*g, true)).collect(), ests: ests.iter().collect() }
+    }
+
+    #[test]
+    fn cube_translated_by_0_07_diameters() {
+        // Cube of side 100: d = 100·√3. The estimate is shifted by 0.07 d along x, so every
+        // vertex moves 0.07 d: MSSD = ADD = 0.07 d. MSSD recall: 0 at 0.05 d, 1 at 0.10 … 0.50
+        // → AR_MSSD = 9/10. MSPD: a shift dx at depth z moves the projection by fx·dx/z; the
+        // nearest vertices (z = 1000 − 50) move most: 500 · 0.07 d / 950 = 6.38 px → misses
+        // 5 px only → AR_MSPD = 9/10.
+        let m = box_model(50.0, 50.0, 50.0, vec![Pose::identity()], false);
+        let d = 100.0 * 3f64.sqrt();
+        assert!((m.diameter - d).abs() < 1e-9);
+        let gt = at(0.0, 0.0, 1000.0);
+        let ests = [pred(at(0.07 * d, 0.0, 1000.0), 0.9)];
+        let s = score_task(&task(&[gt], &ests), &m).scores();
+        assert_eq!(s.hits_mssd, vec![0, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert!((s.ar_mssd - 0.9).abs() < 1e-12);
+        let mspd = 500.0 * 0.07 * d / 950.0;
+        assert!((mspd - 6.3818).abs() < 1e-3);
+        assert_eq!(s.hits_mspd, vec![0, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+        assert!((s.ar - 0.9).abs() < 1e-12);
+        // ADD = 0.07 d < 0.1 d; ADI ≤ ADD.
+        assert_eq!((s.add_recall, s.adi_recall, s.add_s_recall), (1.0, 1.0, 1.0));
+        assert!((s.median_translation_error_mm - 0.07 * d).abs() < 1e-9);
+        assert!(s.median_rotation_error_deg.abs() < 1e-6);
+    }
+
+    #[test]
+    fn mspd_of_a_small_offset_by_hand() {
+        // Shift 2 mm along x: 500·2/950 = 1.0526 px at the near face. A shift of 10 mm along z
+        // (1000 → 1010): the corner (50, 50, −50) projects at 320 + 500·50/950 = 346.316 →
+        // 320 + 500·50/960 = 346.042 in u (same in v): |Δ| = √2 · 0.27412 = 0.38766 px; the far
+        // corners move less (500·50·(1/1050 − 1/1060) · √2 = 0.3177).
+        let m = box_model(50.0, 50.0, 50.0, vec![Pose::identity()], false);
+        let gt = at(0.0, 0.0, 1000.0);
+        let e = metrics::mspd_sym(&at(2.0, 0.0, 1000.0), &gt, &m.pts, &m.syms, &CAM);
+        assert!((e - 1000.0 / 950.0).abs() < 1e-9, "{e}");
+        let e = metrics::mspd_sym(&at(0.0, 0.0, 1010.0), &gt, &m.pts, &m.syms, &CAM);
+        let want = 2f64.sqrt() * 25000.0 * (1.0 / 950.0 - 1.0 / 960.0);
+        assert!((e - want).abs() < 1e-9 && (want - 0.38766).abs() < 1e-4, "{e} {want}");
+        // Scored: correct at all 10 MSPD thresholds.
+        let s = score_task(&task(&[gt], &[pred(at(2.0, 0.0, 1000.0), 1.0)]), &m).scores();
+        assert_eq!(s.ar_mspd, 1.0);
+    }
+
+    #[test]
+    fn flipped_symmetric_box_counts_for_mssd_not_for_add() {
+        // Box 100 × 60 × 20 with a discrete 180° symmetry about z. The estimate is the ground
+        // truth turned by 180° about z: under the symmetry it is exact (MSSD = MSPD = 0), but
+        // each vertex (x, y, z) lands on (−x, −y, z): ADD = 2·√(50² + 30²) = 116.62 mm,
+        // d = 2·√(50² + 30² + 10²) = 118.32 mm, so ADD fails 0.1 d; ADI = 0 (the vertex set
+        // maps onto itself) passes, and ADD(-S) takes ADI for a symmetric object.
+        let flip = [-1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let syms = symmetry::symmetry_transformations(&[flip], &[], symmetry::MAX_SYM_DISC_STEP);
+        let m = box_model(50.0, 30.0, 10.0, syms, true);
+        let gt = at(0.0, 0.0, 800.0);
+        let turned = Pose::new(Matrix3::new(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0), gt.t);
+        let ests = [pred(turned, 0.5)];
+        let s = score_task(&task(&[gt], &ests), &m).scores();
+        assert_eq!((s.ar_mssd, s.ar_mspd, s.ar), (1.0, 1.0, 1.0));
+        assert_eq!((s.add_recall, s.adi_recall, s.add_s_recall), (0.0, 1.0, 1.0));
+        assert!((metrics::add_f64(&turned, &gt, &m.pts) - 2.0 * 3400f64.sqrt()).abs() < 1e-9);
+        // Measured against the flipped ground truth: no rotation error.
+        assert!(s.median_rotation_error_deg.abs() < 1e-6, "{s:?}");
+        // The same object without its symmetry: MSSD = 116.62 = 0.986 d, wrong everywhere;
+        // ADD(-S) is then plain ADD.
+        let plain = box_model(50.0, 30.0, 10.0, vec![Pose::identity()], false);
+        let s = score_task(&task(&[gt], &ests), &plain).scores();
+        assert_eq!((s.ar_mssd, s.add_s_recall), (0.0, 0.0));
+        // Too far off (MSSD ≥ 0.5 d) to be matched for the error medians.
+        assert_eq!(s.matched, 0);
+        assert!(s.median_rotation_error_deg.is_nan());
+    }
+
+    #[test]
+    fn greedy_matching_two_instances_three_estimates() {
+        // Cube (d = 173.2) at x = −200 (A) and x = +200 (B). Estimates by score:
+        //   e1 (0.9) 0.12 d from A; e2 (0.8) exactly on A; e3 (0.7) exactly on B.
+        // Top n = 2 keeps e1 and e2 (e3 is dropped before matching, as BOP does).
+        // MSSD thresholds 0.05 and 0.10 d: e1 matches nothing, e2 takes A → 1 of 2.
+        // 0.15 … 0.50 d: e1 takes A first; e2 fits A better but A is taken, B is 400 mm away
+        // → 1 of 2. Recall 0.5 at every threshold.
+        let m = box_model(50.0, 50.0, 50.0, vec![Pose::identity()], false);
+        let d = m.diameter;
+        let (a, b) = (at(-200.0, 0.0, 1000.0), at(200.0, 0.0, 1000.0));
+        let mut ests = vec![pred(at(-200.0, 0.12 * d, 1000.0), 0.9), pred(a, 0.8), pred(b, 0.7)];
+        ests.truncate(2);
+        let s = score_task(&task(&[a, b], &ests), &m).scores();
+        assert_eq!(s.targets, 2);
+        assert_eq!(s.hits_mssd, vec![1; 10]);
+        assert_eq!(s.ar_mssd, 0.5);
+        // ADD at 0.1 d: e1 (0.12 d) fails, e2 takes A → 1 of 2.
+        assert_eq!(s.add_recall, 0.5);
+        // Matching for the medians (MSSD < 0.5 d): e1 → A (0.12 d); e2 is 400 mm from B → none.
+        assert_eq!(s.matched, 1);
+        assert!((s.median_translation_error_mm - 0.12 * d).abs() < 1e-9);
+        // All three kept (as if there were 3 targets): e3 takes B → 2 hits everywhere.
+        let ests = [pred(at(-200.0, 0.12 * d, 1000.0), 0.9), pred(a, 0.8), pred(b, 0.7)];
+        let s = score_task(&task(&[a, b], &ests), &m).scores();
+        assert_eq!(s.hits_mssd, vec![2; 10]);
+    }
+
+    #[test]
+    fn non_targets_take_part_in_matching_but_do_not_count() {
+        // A is a target, B is not (visib_fract < 0.1). One estimate, on B: it matches B, which
+        // counts for nothing, and A is missed.
+        let m = box_model(50.0, 50.0, 50.0, vec![Pose::identity()], false);
+        let (a, b) = (at(-200.0, 0.0, 1000.0), at(200.0, 0.0, 1000.0));
+        let ests = [pred(b, 0.9)];
+        let t = Task { camera: CAM, width: 640, gt: vec![(a, true), (b, false)], ests: ests.iter().collect() };
+        let s = score_task(&t, &m).scores();
+        assert_eq!((s.targets, s.ar, s.matched), (1, 0.0, 0));
+        // MSPD thresholds scale with the width: 1280 px wide → 10 … 100 px.
+        assert_eq!(mspd_thresholds(1280)[0], 10.0);
+    }
+}
