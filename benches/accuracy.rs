@@ -1,20 +1,28 @@
-//! Accuracy of the pipeline on the synthetic benchmark set (BOP-style scores).
+//! Accuracy of the pipeline on the synthetic benchmark set, scored by the BOP evaluation
+//! (`sam6d::eval`, the code behind `sam6d eval`).
 //!
-//! `cargo bench --bench accuracy -- [--seed N] [--scenes N] [--verbose]`
+//! `cargo bench --bench accuracy -- [--seed N] [--scenes N] [--verbose] [--dump DIR]`
 //!
 //! Targets: obj_000005 (from ../shared/testdata/sam6d-example, when present) and the
-//! procedural mug and bracket. Each frame is run once per target object that appears in it;
-//! estimates are matched one-to-one to that object's instances, greedily by MSSD (pairs beyond
-//! 0.5 × diameter never match). Unmatched instances count as missed, unmatched estimates as
-//! false positives. AR = mean of AR_MSSD and AR_MSPD (BOP 2019+ without VSD).
+//! procedural mug and bracket. The generated frames are written as one BOP scene
+//! (`test/000001`, im_id = index of the generated scene) with a models folder (`models/`), each
+//! frame is run once per target object that appears in it, the estimates go to a BOP19 CSV
+//! (`results.csv`), and that CSV is scored against the scene as `sam6d eval` would: targets are
+//! the instances with visib_fract ≥ 0.1, only the top n estimates per image and object count
+//! (n = targets), greedy matching per threshold; AR = mean of AR_MSSD and AR_MSPD (no VSD).
+//! With `--dump DIR` the scene, models and CSV stay in DIR, so that
+//! `sam6d eval --scene DIR/test/000001 --pred DIR/results.csv --models DIR/models` reruns it.
 mod common;
 
 use common::arg;
-use sam6d::geometry::metrics::{add_recall, ar_mssd_mspd, PoseErrors};
-use sam6d::geometry::{Pose, Vec3};
+use sam6d::eval::{self, dataset, matching, predictions};
+use sam6d::geometry::metrics::{self, PoseErrors};
+use sam6d::geometry::Pose;
+use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
 use sam6d::pipeline::geometric::Params;
-use sam6d::pipeline::{Frame, ObjectModel, Options, Pipeline};
-use sam6d::synth::eval::{match_estimates, mean, median, StageTimes};
+use sam6d::pipeline::{Estimate, Frame, ObjectModel, Options, Pipeline};
+use sam6d::synth::bop::{write_scene, BopFrame};
+use sam6d::synth::eval::{mean, median, StageTimes};
 use sam6d::synth::{benchmark_set, procedural_targets, NamedMesh};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,21 +31,31 @@ use std::time::Instant;
 const DEFAULT_SEED: u64 = 2024;
 const DEFAULT_SCENES: usize = 24;
 const EXAMPLE_DIR: &str = "../shared/testdata/sam6d-example";
+const SCENE_ID: u32 = 1;
 
+/// BOP object ids of the targets: obj_000005 keeps its LM id; the procedural objects get ids
+/// of their own.
+fn obj_id(name: &str) -> Option<u32> {
+    match name {
+        "obj_000005" => Some(5),
+        "mug" => Some(1),
+        "bracket" => Some(2),
+        _ => None,
+    }
+}
 
-/// Per-object (and overall) accumulators.
-#[derive(Default)]
-struct Tally {
-    errors: Vec<PoseErrors>,
-    false_positives: usize,
-    failures: usize,
-    ms: Vec<f64>,
+/// One pipeline call: a frame and one target object.
+struct Call {
+    im_id: u32,
+    object: String,
+    ms: f64,
+    result: Result<Estimate, String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let seed: u64 = arg("--seed", DEFAULT_SEED);
     let n_scenes: usize = arg("--scenes", DEFAULT_SCENES);
-    // Per-instance lines: scene, object, visible fraction, errors of the matched estimate.
+    // Per-instance lines: scene, object, visible fraction, errors of the closest estimate.
     let verbose = std::env::args().any(|a| a == "--verbose");
 
     // Tuning sweeps: --step-rel F, --ref-stride N, --candidates N (defaults: the pipeline's).
@@ -63,133 +81,140 @@ fn main() -> anyhow::Result<()> {
     let frames = benchmark_set(seed, n_scenes, &targets);
     let gen_s = t0.elapsed().as_secs_f64();
 
-    let mut models: BTreeMap<String, (ObjectModel, Vec<Vec3>, f64)> = BTreeMap::new();
+    let mut models: BTreeMap<String, ObjectModel> = BTreeMap::new();
     let mut build_ms = Vec::new();
     for t in &targets {
         let t0 = Instant::now();
         let model = ObjectModel::from_mesh_with(&t.name, (*t.mesh).clone(), params.clone())?;
         build_ms.push((t.name.clone(), t0.elapsed().as_secs_f64() * 1e3));
-        let pts = model.mesh.vertices.clone();
-        let diameter = model.diameter as f64;
-        models.insert(t.name.clone(), (model, pts, diameter));
+        models.insert(t.name.clone(), model);
     }
 
-    println!("sam6d accuracy benchmark");
+    // --dump DIR keeps the BOP files; otherwise they go to a temporary folder.
+    let dump = std::env::args().position(|a| a == "--dump").map(|i| std::path::PathBuf::from(std::env::args().nth(i + 1).expect("--dump DIR")));
+    let tmp = tempfile::tempdir()?;
+    let root = dump.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let scene_dir = root.join("test").join(format!("{SCENE_ID:06}"));
+    let models_dir = root.join("models");
+    let csv_path = root.join("results.csv");
+    // Depth is mm-quantised by the noise model, so 1.0 mm units store it losslessly: the files
+    // hold exactly the frames the pipeline sees.
+    let bop: Vec<BopFrame> = frames.iter().enumerate().map(|(i, f)| BopFrame { im_id: i as u32, frame: f }).collect();
+    write_scene(&scene_dir, &bop, 1.0, obj_id)?;
+    write_models(&models_dir, &targets, Path::new(EXAMPLE_DIR))?;
+
+    println!("sam6d accuracy benchmark (scored by the BOP evaluation, as `sam6d eval`)");
     println!("scenes {n_scenes}, seed {seed}, 640x480 Kinect intrinsics, Kinect-like depth noise");
     println!("det_score_thresh {}", options.det_score_thresh);
     println!("params: step_rel {}, ref_stride {}, candidates {}", params.step_rel, params.ref_stride, params.candidates);
     println!("scene generation {:.2} s", gen_s);
     for (name, ms) in &build_ms {
-        println!("model build {name}: {ms:.1} ms (diameter {:.1} mm)", models[name].2);
+        println!("model build {name} (obj_id {}): {ms:.1} ms (diameter {:.1} mm)", obj_id(name).unwrap(), models[name].diameter);
     }
 
-    // --dump DIR: write every scene as files the CLI reads (debugging a failure by hand).
-    if let Some(i) = std::env::args().position(|a| a == "--dump") {
-        let dir = std::path::PathBuf::from(std::env::args().nth(i + 1).expect("--dump DIR"));
-        dump(&dir, &frames, &targets)?;
-        println!("scenes written to {}", dir.display());
-    }
-
+    // Every frame, once per target object in its ground truth.
     let pipeline = Pipeline::new(options.clone());
-    let (mut true_scores, mut false_scores, mut top1): (Vec<f32>, Vec<f32>, Vec<bool>) = (Vec::new(), Vec::new(), Vec::new());
-    let mut per_object: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut calls: Vec<Call> = Vec::new();
     let mut stages = StageTimes::default();
-    let mut first_error = None;
     for (i, f) in frames.iter().enumerate() {
         let frame = Frame { rgb: f.rgb.clone(), depth: f.depth.clone(), camera: f.camera };
         let mut names: Vec<&str> = f.gt.iter().map(|g| g.object.as_str()).collect();
         names.sort_unstable();
         names.dedup();
         for name in names {
-            let (model, pts, diameter) = &models[name];
-            let gt: Vec<Pose> = f.gt.iter().filter(|g| g.object == name).map(|g| g.pose).collect();
-            let tally = per_object.entry(name.to_string()).or_default();
             let t0 = Instant::now();
-            let result = pipeline.estimate(&frame, model);
-            tally.ms.push(t0.elapsed().as_secs_f64() * 1e3);
-            let mut scores: Vec<f32> = Vec::new();
-            let estimates: Vec<Pose> = match result {
-                Ok(est) => {
-                    for (stage, ms) in &est.timings {
-                        stages.add(stage, *ms);
-                    }
-                    scores = est.poses.iter().map(|p| p.score).collect();
-                    est.poses.iter().map(|p| p.pose).collect()
-                }
-                Err(e) => {
-                    tally.failures += 1;
-                    first_error.get_or_insert_with(|| format!("scene {i}, {name}: {e:#}"));
-                    Vec::new()
-                }
-            };
-            let m = match_estimates(&estimates, &gt, pts, &f.camera, *diameter);
-            if verbose {
-                let vis = f.gt.iter().filter(|g| g.object == name).map(|g| g.visible_fraction);
-                for (e, vf) in m.errors.iter().zip(vis) {
-                    println!(
-                        "scene {i:>3} {name:<12} visible {vf:.2}  ADD {:>7.1}  MSSD {:>7.1}  MSPD {:>6.1}  ({} estimates)",
-                        e.add,
-                        e.mssd,
-                        e.mspd,
-                        estimates.len()
-                    );
+            let result = pipeline.estimate(&frame, &models[name]);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            if let Ok(est) = &result {
+                for (stage, ms) in &est.timings {
+                    stages.add(stage, *ms);
                 }
             }
-            for (&score, &hit) in scores.iter().zip(&m.matched) {
-                if hit { true_scores.push(score) } else { false_scores.push(score) }
-            }
-            // Top-1: the best estimate is an instance within 0.1 d (ADD), what a grasp needs.
-            let top_ok = estimates.first().is_some_and(|e| gt.iter().any(|g| sam6d::geometry::metrics::add(e, g, pts) < 0.1 * diameter));
-            top1.push(top_ok);
-            tally.errors.extend(m.errors);
-            tally.false_positives += m.false_positives;
+            calls.push(Call { im_id: i as u32, object: name.to_string(), ms, result: result.map_err(|e| format!("{e:#}")) });
         }
     }
 
+    // BOP19 CSV: the time column is the image's time over all its objects (BOP's convention).
+    let mut frame_s: BTreeMap<u32, f64> = BTreeMap::new();
+    for c in &calls {
+        *frame_s.entry(c.im_id).or_default() += c.ms / 1e3;
+    }
+    let mut csv = format!("{BOP_CSV_HEADER}\n");
+    for c in &calls {
+        if let Ok(est) = &c.result {
+            csv += &bop_csv_rows(SCENE_ID as i64, c.im_id as i64, obj_id(&c.object).unwrap() as i64, est, frame_s[&c.im_id]);
+        }
+    }
+    std::fs::write(&csv_path, csv)?;
+
+    // Scored by the library code behind `sam6d eval`, from the files just written.
+    let scene = dataset::read_scene(&scene_dir, None)?;
+    let preds = predictions::read_predictions(&csv_path, Some(SCENE_ID))?;
+    let models_eval = dataset::ModelsDir::open(&models_dir)?;
+    let report = eval::evaluate(std::slice::from_ref(&scene), &preds, &models_eval, &[])?;
+
+    if verbose {
+        print_instances(&frames, &calls, &models);
+    }
+
     println!();
     println!(
-        "{:<12} {:>5} {:>9} {:>8} {:>8} {:>6} {:>4} {:>6} {:>9} {:>9}",
-        "object", "inst", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "FP", "failed", "mean ms", "median ms"
+        "{:<12} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9}",
+        "object", "obj_id", "inst", "est", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "failed", "mean ms", "median ms"
     );
-    let mut all = Tally::default();
-    let row = |name: &str, t: &Tally| {
-        let ar = ar_mssd_mspd(&t.errors, 640);
+    let row = |name: &str, id: &str, s: &eval::Scores, calls: &[&Call]| {
+        let ms: Vec<f64> = calls.iter().map(|c| c.ms).collect();
         println!(
-            "{:<12} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>4} {:>6} {:>9.1} {:>9.1}",
+            "{:<12} {:>6} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>6} {:>9.1} {:>9.1}",
             name,
-            t.errors.len(),
-            add_recall(&t.errors, 0.1),
-            ar.ar_mssd,
-            ar.ar_mspd,
-            ar.ar,
-            t.false_positives,
-            t.failures,
-            mean(&t.ms),
-            median(&t.ms)
+            id,
+            s.targets,
+            s.estimates,
+            s.add_recall,
+            s.ar_mssd,
+            s.ar_mspd,
+            s.ar,
+            calls.iter().filter(|c| c.result.is_err()).count(),
+            mean(&ms),
+            median(&ms)
         );
     };
-    for (name, t) in &per_object {
-        row(name, t);
-        all.errors.extend_from_slice(&t.errors);
-        all.false_positives += t.false_positives;
-        all.failures += t.failures;
-        all.ms.extend_from_slice(&t.ms);
+    for t in &targets {
+        let id = obj_id(&t.name).unwrap();
+        if let Some(o) = report.objects.iter().find(|o| o.obj_id == id) {
+            let mine: Vec<&Call> = calls.iter().filter(|c| c.object == t.name).collect();
+            row(&t.name, &id.to_string(), &o.scores, &mine);
+        }
     }
-    row("overall", &all);
+    row("overall", "", &report.overall, &calls.iter().collect::<Vec<_>>());
+    println!("inst: targets (visib_fract >= 0.1); est: estimates evaluated (top n per image and object, n = targets)");
 
-    // How to pick --det-score-thresh: estimates kept at each threshold.
+    // How to pick --det-score-thresh: estimates kept at each threshold, split into right ones
+    // (matched to an instance with MSSD < 0.5 d, BOP's matching with every estimate of the
+    // call, best score first) and wrong ones.
+    let (mut right, mut wrong, mut top1) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &calls {
+        let Ok(est) = &c.result else { continue };
+        let f = &frames[c.im_id as usize];
+        let model = &models[&c.object];
+        let pts = &model.mesh.vertices;
+        let d = model.diameter as f64;
+        let gt: Vec<Pose> = f.gt.iter().filter(|g| g.object == c.object).map(|g| g.pose).collect();
+        let errors: Vec<Vec<f64>> = est.poses.iter().map(|p| gt.iter().map(|g| metrics::mssd(&p.pose, g, pts)).collect()).collect();
+        for (p, m) in est.poses.iter().zip(matching::greedy_match(&errors, 0.5 * d)) {
+            if m.is_some() { right.push(p.score) } else { wrong.push(p.score) }
+        }
+        // Top-1: the best estimate is an instance within 0.1 d (ADD), what a grasp needs.
+        top1.push(est.poses.first().is_some_and(|p| gt.iter().any(|g| metrics::add(&p.pose, g, pts) < 0.1 * d)));
+    }
     println!();
-    println!(
-        "top-1 estimate correct (ADD < 0.1 d): {}/{} calls ({:.3})",
-        top1.iter().filter(|t| **t).count(),
-        top1.len(),
-        top1.iter().filter(|t| **t).count() as f64 / top1.len().max(1) as f64
-    );
+    let ok = top1.iter().filter(|t| **t).count();
+    println!("top-1 estimate correct (ADD < 0.1 d): {ok}/{} calls ({:.3})", calls.len(), ok as f64 / calls.len().max(1) as f64);
     println!("{:<10} {:>16} {:>16}", "score >=", "matched kept", "unmatched kept");
     for th in [0.2f32, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] {
-        let t = true_scores.iter().filter(|s| **s >= th).count();
-        let f = false_scores.iter().filter(|s| **s >= th).count();
-        println!("{th:<10.1} {:>9}/{:<6} {:>9}/{:<6}", t, true_scores.len(), f, false_scores.len());
+        let t = right.iter().filter(|s| **s >= th).count();
+        let f = wrong.iter().filter(|s| **s >= th).count();
+        println!("{th:<10.1} {:>9}/{:<6} {:>9}/{:<6}", t, right.len(), f, wrong.len());
     }
 
     println!();
@@ -197,29 +222,79 @@ fn main() -> anyhow::Result<()> {
     for (stage, m, med, n) in stages.summary() {
         println!("{stage:<24} {m:>9.1} {med:>9.1} {n:>6}");
     }
-    if let Some(e) = first_error {
+    if let Some(c) = calls.iter().find(|c| c.result.is_err()) {
         println!();
-        println!("first pipeline error: {e}");
+        println!("first pipeline error: scene {}, {}: {}", c.im_id, c.object, c.result.as_ref().err().unwrap());
+    }
+
+    println!();
+    println!("BOP evaluation report (obj_id 5 = obj_000005, 1 = mug, 2 = bracket):");
+    print!("{}", report.table());
+    if let Some(dir) = &dump {
+        println!();
+        println!("BOP scene, models and results written to {}; rerun the scoring with:", dir.display());
+        println!(
+            "  sam6d eval --scene {} --pred {} --models {}",
+            scene_dir.display(),
+            csv_path.display(),
+            models_dir.display()
+        );
     }
     Ok(())
 }
 
-fn dump(dir: &Path, frames: &[sam6d::synth::SyntheticFrame], targets: &[NamedMesh]) -> anyhow::Result<()> {
+/// The models folder: obj_000005 copied from the example (unchanged), the procedural meshes
+/// written as PLY, and models_info.json with each diameter and bounding box (no symmetries:
+/// the targets have none that leave them looking the same; the mug's handle breaks its own).
+fn write_models(dir: &Path, targets: &[NamedMesh], example: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let mut info = serde_json::Map::new();
     for t in targets {
-        sam6d::io::ply::write_ascii_ply(&t.mesh, &dir.join(format!("{}.ply", t.name)))?;
+        let id = obj_id(&t.name).expect("every target has an obj_id");
+        let path = dir.join(format!("obj_{id:06}.ply"));
+        if t.name == "obj_000005" {
+            std::fs::copy(example.join("obj_000005.ply"), &path)?;
+        } else {
+            sam6d::io::ply::write_ascii_ply(&t.mesh, &path)?;
+        }
+        let (lo, hi) = t.mesh.bounds();
+        info.insert(
+            id.to_string(),
+            serde_json::json!({
+                "diameter": t.mesh.diameter() as f64,
+                "min_x": lo.x, "min_y": lo.y, "min_z": lo.z,
+                "size_x": hi.x - lo.x, "size_y": hi.y - lo.y, "size_z": hi.z - lo.z,
+            }),
+        );
     }
-    for (i, f) in frames.iter().enumerate() {
-        let d = dir.join(format!("{i:03}"));
-        std::fs::create_dir_all(&d)?;
-        f.rgb.save(d.join("rgb.png"))?;
-        sam6d::io::image::write_depth_png(&f.depth, 1.0, &d.join("depth.png"))?;
-        let c = f.camera;
-        std::fs::write(d.join("camera.json"), format!("{{\"cam_K\": [{}, 0, {}, 0, {}, {}, 0, 0, 1], \"depth_scale\": 1.0}}", c.fx, c.cx, c.fy, c.cy))?;
-        for (k, g) in f.gt.iter().enumerate() {
-            let gt = serde_json::json!({"object": g.object, "r": g.pose.rotation_rows(), "t": g.pose.translation_array(), "visible": g.visible_fraction});
-            std::fs::write(d.join(format!("gt_{}_{k}.json", g.object)), gt.to_string())?;
+    std::fs::write(dir.join("models_info.json"), serde_json::to_string_pretty(&serde_json::Value::Object(info))? + "\n")?;
+    Ok(())
+}
+
+/// Per ground-truth instance: its visibility and the errors of the estimate closest to it (by
+/// MSSD; not BOP's matching, a debugging aid).
+fn print_instances(frames: &[sam6d::synth::SyntheticFrame], calls: &[Call], models: &BTreeMap<String, ObjectModel>) {
+    for c in calls {
+        let f = &frames[c.im_id as usize];
+        let model = &models[&c.object];
+        let d = model.diameter as f64;
+        let poses: Vec<Pose> = c.result.as_ref().map(|e| e.poses.iter().map(|p| p.pose).collect()).unwrap_or_default();
+        for g in f.gt.iter().filter(|g| g.object == c.object) {
+            let e = poses
+                .iter()
+                .map(|p| PoseErrors::compute(p, &g.pose, &model.mesh.vertices, &f.camera, d))
+                .min_by(|a, b| a.mssd.total_cmp(&b.mssd))
+                .unwrap_or(PoseErrors::missed(d));
+            println!(
+                "scene {:>3} {:<12} visible {:.2}  ADD {:>7.1}  MSSD {:>7.1}  MSPD {:>6.1}  ({} estimates)",
+                c.im_id,
+                c.object,
+                g.visible_fraction,
+                e.add,
+                e.mssd,
+                e.mspd,
+                poses.len()
+            );
         }
     }
-    Ok(())
 }

@@ -216,15 +216,25 @@ fn eval_of_a_real_infer_run_agrees_with_its_json_lines() {
     use sam6d::geometry::metrics;
     let dir = tempfile::tempdir().unwrap();
     let target = synth::procedural_targets().into_iter().find(|t| t.name == "bracket").unwrap();
-    // Three unoccluded frames and one with an occluder in front of the bracket.
-    let frames: Vec<SyntheticFrame> = [(31, 0.0), (32, 0.0), (33, 0.0), (34, 0.7)]
-        .iter()
-        .map(|&(seed, occlusion)| {
+    let mut frames: Vec<SyntheticFrame> = (31..35)
+        .map(|seed| {
             let mut spec = SceneSpec::new(seed, vec![SceneTarget { object: target.clone(), instances: 1 }]);
-            spec.occlusion = occlusion;
+            spec.occlusion = 0.0;
             synth::generate(&spec)
         })
         .collect();
+    // Frame 4: no depth over the bracket's bounding box, so that it cannot be found there (no
+    // estimate, or one on something else) and the recalls are not all 1.
+    let f4 = &mut frames[3];
+    let px = synth::scene::project_vertices(&target.mesh, &f4.gt[0].pose, &f4.camera);
+    let (w, h) = (f4.depth.width, f4.depth.height);
+    let (u0, u1) = px.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p[0]), b.max(p[0])));
+    let (v0, v1) = px.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p[1]), b.max(p[1])));
+    for v in (v0.max(0.0) as usize)..(v1.ceil().min(h as f64) as usize) {
+        for u in (u0.max(0.0) as usize)..(u1.ceil().min(w as f64) as usize) {
+            f4.depth.mm[v * w + u] = 0.0;
+        }
+    }
     let scene = dir.path().join("000003");
     let bop: Vec<BopFrame> = frames.iter().enumerate().map(|(i, f)| BopFrame { im_id: i as u32 + 1, frame: f }).collect();
     write_scene(&scene, &bop, 1.0, |n| (n == "bracket").then_some(2)).unwrap();
@@ -261,7 +271,8 @@ fn eval_of_a_real_infer_run_agrees_with_its_json_lines() {
             (metrics::add(&est, &gt.pose, pts), metrics::mssd(&est, &gt.pose, pts), metrics::mspd(&est, &gt.pose, pts, &f.camera))
         }));
     }
-    assert!(targets >= 3, "the unoccluded brackets are targets");
+    assert_eq!(targets, 4, "the brackets are unoccluded: all targets");
+    assert!(errors[3].is_none_or(|e| e.0 > 0.1 * d), "frame 4 has no depth on the bracket: {:?}", errors[3]);
     let all = &v["overall"];
     assert_eq!(all["targets"], targets);
     let found = errors.iter().flatten().count();
@@ -282,11 +293,11 @@ fn eval_of_a_real_infer_run_agrees_with_its_json_lines() {
     for (k, th) in metrics::mspd_thresholds(640).into_iter().enumerate() {
         check(&all["recall_mspd"][k], |e| e.2, th, &format!("MSPD < {th} px"));
     }
-    // AR is the mean of the recalls above; the unoccluded brackets are found.
+    // AR is the mean of the recalls above; the three intact frames are found, frame 4 is not.
     let ar = all["ar"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&ar), "{ar}");
     let mean = |key: &str| all[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum::<f64>() / 10.0;
     assert!((ar - 0.5 * (mean("recall_mssd") + mean("recall_mspd"))).abs() < 1e-12);
-    assert!(ar >= 0.6 && all["add_recall"].as_f64().unwrap() >= 0.6, "AR {ar}, ADD {}\n{out}", all["add_recall"]);
+    assert!((0.6..=0.75).contains(&ar) && all["add_recall"].as_f64().unwrap() >= 0.6, "AR {ar}, ADD {}\n{out}", all["add_recall"]);
     assert!(out.contains("       2 "), "a row for object 2:\n{out}");
 }

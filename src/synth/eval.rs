@@ -1,46 +1,5 @@
-//! Scoring estimates against a synthetic frame's ground truth, and timing summaries, for the
-//! benches.
-use crate::geometry::metrics::PoseErrors;
-use crate::geometry::{Pose, Vec3};
-use crate::io::Camera;
-
-/// The outcome for one object in one frame.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Matched {
-    /// One entry per ground-truth instance, in `gt` order; missed ones are infinite.
-    pub errors: Vec<PoseErrors>,
-    /// Estimates left unmatched.
-    pub false_positives: usize,
-    /// Per estimate, in `estimates` order: whether it was matched to an instance.
-    pub matched: Vec<bool>,
-}
-
-/// Greedy one-to-one matching by MSSD: the pair with the smallest error is matched first, then
-/// the next among the remaining estimates and instances, and so on. Pairs with MSSD ≥ 0.5 ×
-/// diameter (the largest BOP threshold, beyond which a match cannot count) are never matched,
-/// so a far-off estimate is a false positive and its instance is missed.
-pub fn match_estimates(estimates: &[Pose], gt: &[Pose], pts: &[Vec3], cam: &Camera, diameter: f64) -> Matched {
-    let mut pairs: Vec<(usize, usize, PoseErrors)> = Vec::new();
-    for (e, est) in estimates.iter().enumerate() {
-        for (g, truth) in gt.iter().enumerate() {
-            let err = PoseErrors::compute(est, truth, pts, cam, diameter);
-            if err.mssd < 0.5 * diameter {
-                pairs.push((e, g, err));
-            }
-        }
-    }
-    pairs.sort_by(|a, b| a.2.mssd.total_cmp(&b.2.mssd));
-    let mut errors = vec![PoseErrors::missed(diameter); gt.len()];
-    let (mut est_used, mut gt_used) = (vec![false; estimates.len()], vec![false; gt.len()]);
-    for (e, g, err) in pairs {
-        if !est_used[e] && !gt_used[g] {
-            est_used[e] = true;
-            gt_used[g] = true;
-            errors[g] = err;
-        }
-    }
-    Matched { errors, false_positives: est_used.iter().filter(|u| !**u).count(), matched: est_used }
-}
+//! Timing summaries (per-stage times, mean, median) for the benches and the evaluation report.
+//! Scoring itself is the BOP evaluation in [`crate::eval`].
 
 /// Milliseconds per named stage, in order of first appearance.
 #[derive(Clone, Debug, Default)]
@@ -87,26 +46,6 @@ pub fn median(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nalgebra::{Matrix3, Vector3};
-
-    #[test]
-    fn greedy_matching_pairs_nearest_and_counts_the_rest() {
-        let cam = super::super::KINECT;
-        let pts = vec![Vec3::new(50.0, 0.0, 0.0), Vec3::new(-50.0, 0.0, 0.0), Vec3::new(0.0, 50.0, 0.0)];
-        let at = |x: f64| Pose::new(Matrix3::identity(), Vector3::new(x, 0.0, 800.0));
-        let gt = [at(0.0), at(200.0), at(-300.0)];
-        // Estimate 0 is 3 mm from GT 0 and 197 from GT 1; estimate 1 is 10 mm from GT 1;
-        // estimate 2 is far from everything (diameter 100: gate 50 mm).
-        let est = [at(3.0), at(210.0), at(600.0)];
-        let m = match_estimates(&est, &gt, &pts, &cam, 100.0);
-        assert_eq!(m.false_positives, 1);
-        assert!((m.errors[0].mssd - 3.0).abs() < 1e-9 && (m.errors[0].add - 3.0).abs() < 1e-9);
-        assert!((m.errors[1].mssd - 10.0).abs() < 1e-9);
-        assert!(m.errors[2].mssd.is_infinite());
-        // Two estimates for one instance: the closer wins, the other is a false positive.
-        let m = match_estimates(&[at(8.0), at(2.0)], &gt[..1], &pts, &cam, 100.0);
-        assert_eq!((m.false_positives, m.errors[0].mssd), (1, 2.0));
-    }
 
     #[test]
     fn stage_summary() {
