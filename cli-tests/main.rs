@@ -11,6 +11,8 @@ mod batch;
 mod eval;
 mod overlay;
 mod pickle_compat;
+mod sam_encoder_parity;
+mod sam_parity;
 mod serve;
 mod viz;
 

@@ -4,6 +4,7 @@
 //! weights-free geometric ones (PPF voting → ICP → render-and-compare verification); the neural
 //! SAM-6D stages plug in behind the same call.
 pub mod geometric;
+pub mod segment;
 mod model;
 
 pub use model::{load_models, CadUnit, ObjectModel};
