@@ -14,6 +14,7 @@ mod pickle_compat;
 mod sam_encoder_parity;
 mod sam_parity;
 mod serve;
+mod tiny_vit_parity;
 mod viz;
 
 fn sam6d(args: &[&str]) -> Output {

@@ -5,6 +5,7 @@ mod common;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod prompt_encoder;
+pub mod tiny_vit;
 pub mod transformer;
 
 pub use mask_decoder::{MaskDecoder, MaskDecoderConfig};
