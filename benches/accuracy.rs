@@ -118,10 +118,7 @@ fn main() -> anyhow::Result<()> {
     let mut stages = StageTimes::default();
     for (i, f) in frames.iter().enumerate() {
         let frame = Frame { rgb: f.rgb.clone(), depth: f.depth.clone(), camera: f.camera };
-        let mut names: Vec<&str> = f.gt.iter().map(|g| g.object.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
+        for name in f.target_names() {
             let t0 = Instant::now();
             let result = pipeline.estimate(&frame, &models[name]);
             let ms = t0.elapsed().as_secs_f64() * 1e3;

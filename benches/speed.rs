@@ -79,10 +79,7 @@ fn synthetic(pipeline: &Pipeline, n_scenes: usize, seed: u64) -> anyhow::Result<
     let (mut total, mut stages) = (Vec::new(), StageTimes::default());
     for f in &frames {
         let frame = Frame { rgb: f.rgb.clone(), depth: f.depth.clone(), camera: f.camera };
-        let mut names: Vec<&str> = f.gt.iter().map(|g| g.object.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
+        for name in f.target_names() {
             let t0 = Instant::now();
             let est = pipeline.estimate(&frame, &models[name])?;
             total.push(t0.elapsed().as_secs_f64() * 1e3);

@@ -36,6 +36,25 @@ fn expect_error(o: &Output, code: i32, needles: &[&str]) {
     }
 }
 
+/// Runs a fixture generator from cli-tests/fixtures/ into `dir` (parity data made at test time
+/// from the reference Python code). No Python or a missing package is a failure.
+fn run_fixture(script: &str, dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cli-tests/fixtures").join(script);
+    let out = Command::new("python3").arg(&script).arg(dir).output().expect("python3 must be on PATH (source scripts/env.sh)");
+    assert!(
+        out.status.success(),
+        "{} failed (it needs torch, segment-anything and safetensors in the venv: scripts/setup.sh installs them):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Largest absolute difference of two tensors of the same shape.
+fn max_abs(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a - b).abs().max().double_value(&[])
+}
+
 fn example_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sam6d-example");
     d.join("rgb.png").exists().then_some(d)

@@ -4,27 +4,11 @@
 //! weights by their checkpoint names and must give the same output. The full ViT-B/H parameter
 //! names and shapes are checked against the official checkpoints' manifests in ../shared.
 use sam6d::pipeline::segment::sam::image_encoder::{load_named, preprocess, preprocess_shape, EncoderConfig, ImageEncoderViT};
+use crate::{max_abs, run_fixture};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
-
-/// Runs the fixture generator into `dir`. No Python or no `segment-anything` is a failure.
-fn generate(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cli-tests/fixtures/sam_encoder_fixture.py");
-    let out = Command::new("python3").arg(&script).arg(dir).output().expect("python3 must be on PATH (source scripts/env.sh)");
-    assert!(
-        out.status.success(),
-        "{} failed (it needs torch, segment-anything and safetensors in the venv: scripts/setup.sh installs them):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
-}
 
 fn check_case(dir: &Path, case: &str, config: EncoderConfig) -> f64 {
     let tensors = Tensor::read_safetensors(dir.join(format!("{case}.safetensors"))).expect("read fixture");
@@ -60,7 +44,7 @@ fn check_case(dir: &Path, case: &str, config: EncoderConfig) -> f64 {
 #[test]
 fn sam_encoder_matches_segment_anything_at_random_weights() {
     let dir = tempfile::tempdir().unwrap();
-    generate(dir.path());
+    run_fixture("sam_encoder_fixture.py", dir.path());
     check_case(dir.path(), "tiny", EncoderConfig::tiny());
     let resampled = EncoderConfig {
         embed_dim: 48,

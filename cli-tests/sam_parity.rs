@@ -7,29 +7,13 @@
 //! checkpoint's manifest in ../shared.
 use sam6d::pipeline::segment::sam::image_encoder::load_named;
 use sam6d::pipeline::segment::sam::{MaskDecoder, MaskDecoderConfig, PromptEncoder, PromptEncoderConfig};
+use crate::{max_abs, run_fixture};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use tch::nn;
 use tch::{Device, Tensor};
 
 const TOL: f64 = 1e-4;
-
-fn generate(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cli-tests/fixtures/sam_decoder_fixture.py");
-    let out = Command::new("python3").arg(&script).arg(dir).output().expect("python3 must be on PATH (source scripts/env.sh)");
-    assert!(
-        out.status.success(),
-        "{} failed (it needs torch, segment-anything and safetensors in the venv: scripts/setup.sh installs them):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.size(), b.size(), "shapes differ");
-    (a - b).abs().max().double_value(&[])
-}
 
 fn build(vs: &nn::VarStore) -> (PromptEncoder, MaskDecoder) {
     let pe = PromptEncoder::new(vs.root() / "prompt_encoder", &PromptEncoderConfig::default());
@@ -40,7 +24,7 @@ fn build(vs: &nn::VarStore) -> (PromptEncoder, MaskDecoder) {
 #[test]
 fn sam_prompt_encoder_and_mask_decoder_match_segment_anything_at_random_weights() {
     let dir = tempfile::tempdir().unwrap();
-    generate(dir.path());
+    run_fixture("sam_decoder_fixture.py", dir.path());
     let tensors = Tensor::read_safetensors(dir.path().join("sam_decoder.safetensors")).expect("read fixture");
     let fixture: BTreeMap<String, Tensor> = tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
     let vs = nn::VarStore::new(Device::Cpu);

