@@ -85,9 +85,6 @@ const PLAIN: &str = "only plain data — dict, list, tuple, str, bytes, int, flo
 
 #[derive(Debug, thiserror::Error)]
 pub enum PickleError {
-    /// Not produced by [`decode`]; for callers that wrap their own checks of a decoded value.
-    #[error("{0}")]
-    Invalid(String),
     #[error("empty message: no pickle data")]
     Empty,
     #[error("truncated pickle: {op} at byte {at} needs {need} bytes, {left} left")]
