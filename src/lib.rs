@@ -8,6 +8,7 @@ pub mod device;
 pub mod eval;
 pub mod geometry;
 pub mod io;
+pub mod nn;
 pub mod pipeline;
 pub mod protocol;
 pub mod render;

@@ -9,12 +9,12 @@
 //!
 //! Every parameter is created under the path the official checkpoint uses, so building the
 //! encoder at `vs.root() / "image_encoder"` gives `image_encoder.blocks.0.attn.qkv.weight` and so
-//! on; a checkpoint with those names loads by name (see [`load_named`]).
+//! on; a checkpoint with those names loads by name (see [`crate::nn::load_named`]).
 //!
 //! [`preprocess`] does what SAM does before the encoder: resize the long side to 1024, normalise
 //! with the ImageNet pixel mean/std (0–255 scale), pad bottom-right to a square.
 use image::RgbImage;
-use std::collections::BTreeSet;
+use crate::nn::LayerNorm2d;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -97,30 +97,6 @@ impl EncoderConfig {
     /// Tokens per side at the configured image size.
     pub fn grid(&self) -> i64 {
         self.img_size / self.patch_size
-    }
-}
-
-/// LayerNorm over the channel axis of an N×C×H×W tensor (SAM's `LayerNorm2d`, eps 1e-6).
-#[derive(Debug)]
-pub struct LayerNorm2d {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm2d {
-    pub fn new(p: nn::Path, channels: i64) -> Self {
-        LayerNorm2d { weight: p.var("weight", &[channels], nn::Init::Const(1.0)), bias: p.var("bias", &[channels], nn::Init::Const(0.0)), eps: 1e-6 }
-    }
-}
-
-impl Module for LayerNorm2d {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let u = x.mean_dim(1, true, None::<Kind>);
-        let d = x - &u;
-        let s = d.pow_tensor_scalar(2).mean_dim(1, true, None::<Kind>);
-        let x = d / (s + self.eps).sqrt();
-        x * self.weight.view([-1, 1, 1]) + self.bias.view([-1, 1, 1])
     }
 }
 
@@ -347,44 +323,6 @@ impl Module for Neck {
         let x = self.ln1.forward(&self.conv1.forward(x));
         self.ln2.forward(&self.conv2.forward(&x))
     }
-}
-
-/// What [`load_named`] found: names the store wanted but the file lacks, and names in the file
-/// that the store has no place for.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    pub loaded: usize,
-    pub missing: Vec<String>,
-    pub unexpected: Vec<String>,
-}
-
-/// Copies tensors into the variables of `vs` with the same name. Names under none of the
-/// `prefixes` are ignored (a full SAM checkpoint also holds the prompt encoder and mask decoder);
-/// shape mismatches are errors.
-pub fn load_named(vs: &nn::VarStore, tensors: &[(String, Tensor)], prefixes: &[&str]) -> anyhow::Result<LoadReport> {
-    let mut vars = vs.variables();
-    let mut report = LoadReport::default();
-    let mut seen = BTreeSet::new();
-    tch::no_grad(|| -> anyhow::Result<()> {
-        for (name, t) in tensors {
-            if !prefixes.iter().any(|p| name.starts_with(p)) {
-                continue;
-            }
-            match vars.get_mut(name) {
-                Some(v) => {
-                    anyhow::ensure!(v.size() == t.size(), "{name}: the checkpoint has shape {:?}, the network expects {:?}", t.size(), v.size());
-                    v.copy_(t);
-                    seen.insert(name.clone());
-                    report.loaded += 1;
-                }
-                None => report.unexpected.push(name.clone()),
-            }
-        }
-        Ok(())
-    })?;
-    report.missing = vars.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-    report.missing.sort();
-    Ok(report)
 }
 
 /// SAM's per-channel pixel mean and std, on the 0–255 scale (RGB).

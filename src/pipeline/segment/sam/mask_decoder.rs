@@ -3,7 +3,7 @@
 //! token's hypernetwork MLP turns it into per-pixel weights, and an MLP on the IoU token predicts
 //! each mask's quality. Parameters under `mask_decoder.*`.
 use super::common::{embedding, Mlp};
-use super::image_encoder::LayerNorm2d;
+use crate::nn::LayerNorm2d;
 use super::transformer::TwoWayTransformer;
 use tch::nn::{self, Module};
 use tch::Tensor;

@@ -1,6 +1,6 @@
 //! Segment Anything in tch, one network part per file. Every parameter sits at the path the
 //! official checkpoint gives it (`image_encoder.*`, `prompt_encoder.*`, `mask_decoder.*`), so a
-//! safetensors file with those names loads with [`image_encoder::load_named`].
+//! safetensors file with those names loads with [`crate::nn::load_named`].
 mod common;
 pub mod image_encoder;
 pub mod mask_decoder;

