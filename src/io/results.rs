@@ -22,7 +22,28 @@ pub fn estimate_json(est: &Estimate, object: &str, frame: &Frame, pipeline: &str
     out.insert("pipeline".into(), json!(pipeline));
     out.insert("device".into(), json!(device));
     out.insert("timings_ms".into(), timings(est));
+    if pipeline.starts_with("sam") {
+        out.insert("proposals".into(), proposals(est));
+    }
     out
+}
+
+/// The segmenter's proposals, best predicted IoU first: box (XYXY, max inclusive), scores,
+/// area in pixels, and whether the pose search used the mask.
+pub fn proposals(est: &Estimate) -> Value {
+    est.proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({
+                "bbox": p.bbox,
+                "predicted_iou": round3(p.predicted_iou as f64),
+                "stability_score": round3(p.stability_score as f64),
+                "area": p.area(),
+                "selected": est.selected.contains(&i),
+            })
+        })
+        .collect()
 }
 
 pub fn timings(est: &Estimate) -> Value {
@@ -89,7 +110,7 @@ mod tests {
     #[test]
     fn bop_rows_have_nine_and_three_numbers() {
         let pose = Pose::new(nalgebra::Matrix3::identity(), nalgebra::Vector3::new(1.5, -2.0, 900.25));
-        let est = Estimate { poses: vec![PoseEstimate { pose, score: 0.5 }; 2], timings: vec![] };
+        let est = Estimate { poses: vec![PoseEstimate { pose, score: 0.5 }; 2], ..Default::default() };
         let text = bop_csv_rows(48, 1, 5, &est, 0.25);
         let rows: Vec<&str> = text.lines().collect();
         assert_eq!(rows.len(), 2);

@@ -68,6 +68,10 @@ pub struct Estimate {
     pub poses: Vec<PoseEstimate>,
     /// (stage, milliseconds), in execution order.
     pub timings: Vec<(&'static str, f64)>,
+    /// The segmenter's mask proposals (empty without one), best predicted IoU first.
+    pub proposals: Vec<segment::Proposal>,
+    /// Indices into `proposals` of those the object could be, whose pixels the pose search used.
+    pub selected: Vec<usize>,
 }
 
 /// Holds whatever is loaded once (networks, later) and runs frames through the stages.
@@ -86,6 +90,6 @@ impl Pipeline {
 
     /// As [`Pipeline::estimate`] with per-request options (the server's `det_score_thresh`).
     pub fn estimate_with(&self, frame: &Frame, model: &ObjectModel, options: &Options) -> anyhow::Result<Estimate> {
-        geometric::estimate(frame, model, options)
+        geometric::estimate(frame, model, options, None)
     }
 }

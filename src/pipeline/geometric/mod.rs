@@ -4,6 +4,7 @@
 pub mod color;
 pub mod icp;
 pub mod ppf;
+pub mod proposals;
 pub mod scene;
 pub mod verify;
 
@@ -146,7 +147,10 @@ fn confidence(verified: f32, support: f32) -> f32 {
     verified * support.clamp(1e-3, 1.0).powf(0.1)
 }
 
-pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::Result<Estimate> {
+/// Poses of `model` in `frame`. With a `region` (row-major pixel mask, from the segmenter's
+/// proposals), voting starts only from scene points seen inside it; the support plane is still
+/// found on the whole image and verification still compares against all of the depth.
+pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Option<&[bool]>) -> anyhow::Result<Estimate> {
     let started = Instant::now();
     let mut timer = Timer(started, Vec::new());
     let md = &model.geometric;
@@ -171,11 +175,16 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
             scene = scene.select(&kept);
         }
     }
+    if let Some(region) = region {
+        let inside: Vec<usize> = (0..scene.len()).filter(|&i| pixel_of(&scene.points[i], cam, w, h).is_some_and(|px| region[px])).collect();
+        tracing::debug!("{} of {} points inside the proposals", inside.len(), scene.len());
+        scene = scene.select(&inside);
+    }
     tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", valid.len(), scene.len(), md.step);
     timer.lap("preprocess");
     if scene.len() < 10 {
         timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
-        return Ok(Estimate { poses: Vec::new(), timings: timer.1 });
+        return Ok(Estimate { timings: timer.1, ..Default::default() });
     }
 
     // 2. Voting from every ref_stride-th scene point, in parallel.
@@ -260,7 +269,14 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options) -> anyhow::R
     }
     timer.lap("refine_nms");
     timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
-    Ok(Estimate { poses, timings: timer.1 })
+    Ok(Estimate { poses, timings: timer.1, ..Default::default() })
+}
+
+/// The row-major index of the pixel a camera-frame point projects to, if inside the image.
+fn pixel_of(p: &Vec3, cam: &crate::io::Camera, w: usize, h: usize) -> Option<usize> {
+    let u = (cam.fx as f32 * p.x / p.z + cam.cx as f32).round();
+    let v = (cam.fy as f32 * p.y / p.z + cam.cy as f32).round();
+    (p.z > 0.0 && u >= 0.0 && v >= 0.0 && (u as usize) < w && (v as usize) < h).then(|| v as usize * w + u as usize)
 }
 
 /// Greedy clustering of vote-sorted hypotheses; returns (pose, summed votes), best first.
@@ -329,7 +345,7 @@ mod tests {
         spec.occlusion = 0.0;
         let s = synth::generate(&spec);
         let frame = Frame { rgb: s.rgb.clone(), depth: s.depth.clone(), camera: s.camera };
-        let est = estimate(&frame, &model, &Options::default()).unwrap();
+        let est = estimate(&frame, &model, &Options::default(), None).unwrap();
         let top = est.poses.first().expect("a pose");
         let add = crate::geometry::metrics::add(&top.pose, &s.gt[0].pose, &model.mesh.vertices);
         assert!(add < 0.1 * model.diameter as f64, "ADD {add:.1} mm");
@@ -348,6 +364,6 @@ mod tests {
             depth: crate::io::DepthMm { width: 64, height: 48, mm: vec![0.0; 64 * 48] },
             camera,
         };
-        assert!(estimate(&frame, &model, &Options::default()).unwrap().poses.is_empty());
+        assert!(estimate(&frame, &model, &Options::default(), None).unwrap().poses.is_empty());
     }
 }
