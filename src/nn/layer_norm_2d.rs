@@ -17,6 +17,13 @@ impl LayerNorm2d {
 
 impl Module for LayerNorm2d {
     fn forward(&self, x: &Tensor) -> Tensor {
+        // A channels-last input is N×H×W×C contiguous underneath: one fused layer_norm pass
+        // over that view instead of six elementwise passes, and the layout is kept.
+        let nhwc = x.permute([0, 2, 3, 1]);
+        if x.dim() == 4 && nhwc.is_contiguous() && x.size()[1] > 1 {
+            let c = x.size()[1];
+            return nhwc.layer_norm([c], Some(&self.weight), Some(&self.bias), self.eps, false).permute([0, 3, 1, 2]);
+        }
         let u = x.mean_dim(1, true, None::<Kind>);
         let d = x - &u;
         let s = d.pow_tensor_scalar(2).mean_dim(1, true, None::<Kind>);

@@ -8,6 +8,9 @@ use super::transformer::TwoWayTransformer;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+/// Prompts upscaled together on the CPU (see [`MaskDecoder::predict_masks`]).
+const UPSCALE_CHUNK: i64 = 4;
+
 #[derive(Clone, Debug)]
 pub struct MaskDecoderConfig {
     pub transformer_dim: i64,
@@ -84,20 +87,40 @@ impl MaskDecoder {
         let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0);
         let output_tokens = output_tokens.unsqueeze(0).expand([b, -1, -1], false);
         let tokens = Tensor::cat(&[output_tokens, sparse.to_kind(self.iou_token.kind())], 1);
-        let src = image_embeddings.repeat_interleave_self_int(b, 0, None) + dense;
-        let pos_src = image_pe.repeat_interleave_self_int(b, 0, None);
-        let (n, c, h, w) = src.size4().unwrap();
-        let (hs, src) = self.transformer.forward(&src, &pos_src, &tokens);
+        // One image and no mask prompt (the dense embedding is then one vector broadcast over
+        // the batch): the transformer takes the image once, and its first attention layer
+        // projects it once for all prompts instead of once per prompt.
+        let shared = image_embeddings.size()[0] == 1 && (dense.size()[0] == 1 || dense.stride()[0] == 0);
+        let src = if shared { image_embeddings + dense.narrow(0, 0, 1) } else { image_embeddings.repeat_interleave_self_int(b, 0, None) + dense };
+        let (_, c, h, w) = src.size4().unwrap();
+        let (hs, src) = self.transformer.forward(&src, image_pe, &tokens);
+        let n = hs.size()[0];
+        let src = src.expand([n, -1, -1], false);
         let iou_token_out = hs.select(1, 0);
         let n_masks = self.hypernetworks.len() as i64;
-        let src = src.transpose(1, 2).reshape([n, c, h, w]);
-        let up = self.upscale0.forward(&src);
-        let up = self.upscale_norm1.forward(&up).gelu("none");
-        let up = self.upscale3.forward(&up).gelu("none");
         let hyper_in: Vec<Tensor> = self.hypernetworks.iter().enumerate().map(|(i, mlp)| mlp.forward(&hs.select(1, 1 + i as i64))).collect();
         let hyper_in = Tensor::stack(&hyper_in, 1);
-        let (n, cu, hu, wu) = up.size4().unwrap();
-        let masks = hyper_in.matmul(&up.view([n, cu, hu * wu])).view([n, n_masks, hu, wu]);
+        // The image tokens B×hw×C are an N×H×W×C tensor: seen as N×C×H×W they are channels-last,
+        // which the convolutions (and LayerNorm2d) take as they are, without a transposing copy.
+        // On the CPU a few prompts at a time: the ×16-upscaled features are 8 MiB per prompt,
+        // which then stay in cache through the upscaling and the mask product.
+        let chunk = if src.device() == tch::Device::Cpu { UPSCALE_CHUNK } else { n };
+        let masks: Vec<Tensor> = (0..n)
+            .step_by(chunk as usize)
+            .map(|s| {
+                let m = chunk.min(n - s);
+                let x = src.narrow(0, s, m).reshape([m, h, w, c]).permute([0, 3, 1, 2]);
+                let mut up = self.upscale_norm1.forward(&self.upscale0.forward(&x));
+                let _ = up.gelu_("none");
+                let mut up = self.upscale3.forward(&up);
+                let _ = up.gelu_("none");
+                let (_, cu, hu, wu) = up.size4().unwrap();
+                // masks = hyper_in · features, with the features as N×(hw)×C' (their layout).
+                let feats = up.permute([0, 2, 3, 1]).reshape([m, hu * wu, cu]);
+                hyper_in.narrow(0, s, m).matmul(&feats.transpose(1, 2)).view([m, n_masks, hu, wu])
+            })
+            .collect();
+        let masks = Tensor::cat(&masks, 0);
         let iou = self.iou_prediction_head.forward(&iou_token_out);
         (masks, iou)
     }

@@ -62,8 +62,11 @@ impl TinyVitConfig {
     }
 }
 
-fn gelu(x: &Tensor) -> Tensor {
-    x.gelu("none")
+/// GELU in place: the activations here are freshly made and owned, and a new output per
+/// activation would cost an allocation (page faults for the large early-stage tensors).
+fn gelu_(mut x: Tensor) -> Tensor {
+    let _ = x.gelu_("none");
+    x
 }
 
 /// A BN-folded `Conv2d_BN` at `<p>.c` (weight and bias).
@@ -78,13 +81,32 @@ fn conv_bn(p: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64) 
     nn::conv2d(p / "c", cin, cout, k, cfg)
 }
 
-/// N×C×H×W ↔ N×H×W×C.
+/// N×C×H×W ↔ N×H×W×C. The network keeps its activations channels-last in memory, so these are
+/// free views: an N×H×W×C contiguous tensor seen as N×C×H×W is a channels-last tensor, which
+/// oneDNN convolves without reordering, and its output, seen back as N×H×W×C, is contiguous.
 fn to_nhwc(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1])
 }
 fn to_nchw(x: &Tensor) -> Tensor {
     x.permute([0, 3, 1, 2])
 }
+
+/// A Linear over the last axis of an N×H×W×C tensor. On the CPU it runs as a 1×1 convolution
+/// of the channels-last view: libtorch hands convolutions to oneDNN, whose AVX-512 kernels are
+/// 2–2.5× faster here than the MKL GEMM behind `linear` (MKL takes its AVX2 path on AMD CPUs).
+fn linear_nhwc(x: &Tensor, l: &nn::Linear) -> Tensor {
+    if x.device() != tch::Device::Cpu {
+        return l.forward(x);
+    }
+    let (out, inp) = l.ws.size2().unwrap();
+    let w = l.ws.view([out, inp, 1, 1]);
+    to_nhwc(&to_nchw(&x.contiguous()).conv2d(&w, l.bs.as_ref(), [1, 1], [0, 0], [1, 1], 1))
+}
+
+/// Rows of the 256×256 MBConv stage processed at a time. Its 4×-expanded hidden tensor is
+/// 64 MiB for the whole image; in strips it stays in cache between the 1×1 conv, GELU,
+/// depthwise conv and GELU, and under glibc's mmap threshold (no page faults per allocation).
+const MBCONV_STRIP_ROWS: i64 = 64;
 
 #[derive(Debug)]
 struct MbConv {
@@ -102,10 +124,26 @@ impl MbConv {
             conv3: conv_bn(&(p / "conv3"), hidden, dim, 1, 1, 1),
         }
     }
+
+    /// N×C×H×W → N×C×H×W, in horizontal strips of [`MBCONV_STRIP_ROWS`] rows. A strip reads one
+    /// more input row above and below for the depthwise 3×3 conv and drops the two output rows
+    /// computed from the (wrong) zero padding there; at the image border the zero padding is the
+    /// reference's. Every output pixel is computed exactly as on the whole image.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = gelu(&self.conv1.forward(x));
-        let y = gelu(&self.conv2.forward(&y));
-        gelu(&(self.conv3.forward(&y) + x))
+        let h = x.size()[2];
+        let strips: Vec<Tensor> = (0..h)
+            .step_by(MBCONV_STRIP_ROWS as usize)
+            .map(|r0| {
+                let r1 = (r0 + MBCONV_STRIP_ROWS).min(h);
+                let (lo, hi) = ((r0 - 1).max(0), (r1 + 1).min(h));
+                let y = gelu_(self.conv1.forward(&x.narrow(2, lo, hi - lo)));
+                let y = gelu_(self.conv2.forward(&y).narrow(2, r0 - lo, r1 - r0));
+                let mut y = self.conv3.forward(&y);
+                y += x.narrow(2, r0, r1 - r0);
+                gelu_(y)
+            })
+            .collect();
+        Tensor::cat(&strips, 2)
     }
 }
 
@@ -126,8 +164,8 @@ impl PatchMerging {
     }
     /// N×C×H×W → N×C'×H'×W'.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = gelu(&self.conv1.forward(x));
-        let x = gelu(&self.conv2.forward(&x));
+        let x = gelu_(self.conv1.forward(x));
+        let x = gelu_(self.conv2.forward(&x));
         self.conv3.forward(&x)
     }
 }
@@ -142,7 +180,7 @@ struct Attention {
     bias_idxs: Tensor,
     num_heads: i64,
     key_dim: i64,
-    n: i64,
+    window: i64,
 }
 
 impl Attention {
@@ -164,40 +202,48 @@ impl Attention {
             qkv: nn::linear(p / "qkv", dim, 3 * key_dim * num_heads, Default::default()),
             proj: nn::linear(p / "proj", key_dim * num_heads, dim, Default::default()),
             attention_biases: p.var("attention_biases", &[num_heads, n], nn::Init::Const(0.0)),
-            bias_idxs: Tensor::from_slice(&idxs),
+            bias_idxs: Tensor::from_slice(&idxs).to_device(p.device()),
             num_heads,
             key_dim,
-            n,
+            window,
         }
     }
 
-    /// Bw×N×C windows of tokens → Bw×N×C.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (bw, n, _) = x.size3().unwrap();
-        assert_eq!(
-            n, self.n,
-            "window of {n} tokens, the attention bias table is for {}",
-            self.n
-        );
-        let x = self.norm.forward(x);
-        let qkv = self
-            .qkv
-            .forward(&x)
-            .view([bw, n, self.num_heads, 3 * self.key_dim])
-            .permute([0, 2, 1, 3]);
-        let parts = qkv.split(self.key_dim, -1);
-        let (q, k, v) = (&parts[0], &parts[1], &parts[2]);
+    /// Window attention over a B×Hp×Wp×C grid whose sides are multiples of the window, without
+    /// the output projection: B×Hp×Wp×C. LayerNorm and the qkv projection act on each token
+    /// alone, so they run on the whole grid at once (one big GEMM) before it is cut in windows.
+    fn attend(&self, x: &Tensor) -> Tensor {
+        let (b, hp, wp, c) = x.size4().unwrap();
+        let (ws, nh, kd) = (self.window, self.num_heads, self.key_dim);
+        let (gh, gw, n) = (hp / ws, wp / ws, ws * ws);
+        let qkv = linear_nhwc(&self.norm.forward(x), &self.qkv);
+        // Per head the channels are [q, k, v] (key_dim each): windows × heads × tokens × 3·kd.
+        let qkv = qkv
+            .view(&[b, gh, ws, gw, ws, nh, 3 * kd][..])
+            .permute([0, 1, 3, 5, 2, 4, 6])
+            .reshape([b * gh * gw, nh, n, 3 * kd]);
+        let parts = qkv.split(kd, -1);
+        // Gathered per call (≈ 20 µs): a table made at construction would miss weights loaded
+        // afterwards. Expanded to the full batch (a stride-0 view): with a mask broadcast over
+        // windows libtorch's CPU attention falls back to a ~2× slower path.
         let bias = self
             .attention_biases
             .index_select(1, &self.bias_idxs)
-            .view([self.num_heads, n, n]);
-        let attn = q.matmul(&k.transpose(-2, -1)) * (self.key_dim as f64).powf(-0.5) + bias;
-        let attn = attn.softmax(-1, None::<tch::Kind>);
-        let out = attn
-            .matmul(v)
-            .transpose(1, 2)
-            .reshape([bw, n, self.num_heads * self.key_dim]);
-        self.proj.forward(&out)
+            .view([1, nh, n, n])
+            .expand([b * gh * gw, nh, n, n], false);
+        let out = Tensor::scaled_dot_product_attention(
+            &parts[0],
+            &parts[1],
+            &parts[2],
+            Some(bias),
+            0.0,
+            false,
+            (kd as f64).powf(-0.5),
+            false,
+        );
+        out.view(&[b, gh, gw, nh, ws, ws, kd][..])
+            .permute([0, 1, 4, 2, 5, 3, 6])
+            .reshape([b, hp, wp, c])
     }
 }
 
@@ -224,34 +270,25 @@ impl TinyVitBlock {
         }
     }
 
-    /// B×H×W×C → B×H×W×C.
+    /// B×H×W×C (contiguous) → B×H×W×C (contiguous).
     fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, h, w, c) = x.size4().unwrap();
+        let (_, h, w, _) = x.size4().unwrap();
         let ws = self.window;
         let (pad_b, pad_r) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
-        let xp = if pad_b > 0 || pad_r > 0 {
-            x.constant_pad_nd([0, 0, 0, pad_r, 0, pad_b])
+        let y = if pad_b > 0 || pad_r > 0 {
+            let xp = x.constant_pad_nd([0, 0, 0, pad_r, 0, pad_b]);
+            self.attn.attend(&xp).narrow(1, 0, h).narrow(2, 0, w)
         } else {
-            x.shallow_clone()
+            self.attn.attend(x)
         };
-        let (hp, wp) = (h + pad_b, w + pad_r);
-        let (nh, nw) = (hp / ws, wp / ws);
-        let windows = xp
-            .view([b, nh, ws, nw, ws, c])
-            .permute([0, 1, 3, 2, 4, 5])
-            .reshape([b * nh * nw, ws * ws, c]);
-        let y = self.attn.forward(&windows);
-        let y = y
-            .view([b, nh, nw, ws, ws, c])
-            .permute([0, 1, 3, 2, 4, 5])
-            .reshape([b, hp, wp, c]);
-        let y = y.narrow(1, 0, h).narrow(2, 0, w);
-        let x = x + y;
-        let x = to_nhwc(&self.local_conv.forward(&to_nchw(&x)));
-        let m = self
-            .fc2
-            .forward(&gelu(&self.fc1.forward(&self.mlp_norm.forward(&x))));
-        x + m
+        // The output projection is per token too: run it after cropping the padding off.
+        let mut y = linear_nhwc(&y, &self.attn.proj);
+        y += x;
+        let x = to_nhwc(&self.local_conv.forward(&to_nchw(&y)));
+        let m = gelu_(linear_nhwc(&self.mlp_norm.forward(&x), &self.fc1));
+        let mut m = linear_nhwc(&m, &self.fc2);
+        m += &x;
+        m
     }
 }
 
@@ -318,24 +355,39 @@ impl TinyVit {
     }
 }
 
-impl Module for TinyVit {
-    /// B×3×1024×1024 (normalised, padded as SAM pre-processes) → B×256×64×64.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let mut x = self
-            .patch_embed
-            .1
-            .forward(&gelu(&self.patch_embed.0.forward(x)));
-        for (stage, down) in &self.stages {
+impl TinyVit {
+    /// [`Module::forward`], calling `mark(stage)` after each stage (`patch_embed`, `layers.0`,
+    /// `layers.0.downsample`, …, `neck`) so a caller can time them.
+    pub fn forward_marked(&self, x: &Tensor, mut mark: impl FnMut(&str)) -> Tensor {
+        // Inference only: no autograd graph, and the in-place activations below stay legal.
+        let _no_grad = tch::no_grad_guard();
+        // Channels-last from the start (see `to_nhwc`): one copy of the input, none later.
+        let x = to_nchw(&to_nhwc(x).contiguous());
+        let mut x = self.patch_embed.1.forward(&gelu_(self.patch_embed.0.forward(&x)));
+        mark("patch_embed");
+        for (i, (stage, down)) in self.stages.iter().enumerate() {
             x = match stage {
                 Stage::Conv(blocks) => blocks.iter().fold(x, |x, b| b.forward(&x)),
                 Stage::Attn(blocks) => {
-                    to_nchw(&blocks.iter().fold(to_nhwc(&x), |x, b| b.forward(&x)))
+                    to_nchw(&blocks.iter().fold(to_nhwc(&x).contiguous(), |x, b| b.forward(&x)))
                 }
             };
+            mark(&format!("layers.{i}"));
             if let Some(down) = down {
                 x = down.forward(&x);
+                mark(&format!("layers.{i}.downsample"));
             }
         }
-        self.neck.forward(&x)
+        // Callers get the usual contiguous N×C×H×W layout back.
+        let out = self.neck.forward(&x).contiguous();
+        mark("neck");
+        out
+    }
+}
+
+impl Module for TinyVit {
+    /// B×3×1024×1024 (normalised, padded as SAM pre-processes) → B×256×64×64.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_marked(x, |_| {})
     }
 }

@@ -43,6 +43,87 @@ impl Attention {
         let out = attn.matmul(&v).transpose(1, 2).reshape([b, n, h * d]);
         self.out_proj.forward(&out)
     }
+
+    /// (heads, head width, embedding width).
+    fn dims(&self) -> (i64, i64, i64) {
+        let (internal, c) = self.q_proj.ws.size2().unwrap();
+        (self.num_heads, internal / self.num_heads, c)
+    }
+
+    /// `forward(q, image + image_pe, image)` — prompt tokens (q: B×T×C) attending to the image
+    /// tokens (image: B×L×C, or 1×L×C shared by all prompts; image_pe: 1×L×C) — without
+    /// projecting the L image tokens. Each head's query is carried into the embedding space
+    /// instead (q·W_kᵀ, T rows, not L), and the attention-weighted sum of the raw image tokens
+    /// is projected by W_v afterwards (each row of the attention sums to 1, so W_v's bias passes
+    /// through). W_k's bias adds the same logit to every key of a query, which softmax ignores.
+    /// Same result up to float rounding; ~2.5× fewer multiply-adds per prompt.
+    pub fn tokens_to_image(&self, q: &Tensor, image: &Tensor, image_pe: &Tensor) -> Tensor {
+        let (h, d, c) = self.dims();
+        let (b, t, _) = q.size3().unwrap();
+        let l = image.size()[1];
+        let qh = self.heads(&self.q_proj.forward(q));
+        // B×H×T×d · H×d×C → queries in the embedding space, B×(H·T)×C, scaled for the softmax.
+        let qf = (qh.matmul(&self.k_proj.ws.view([h, d, c])) / (d as f64).sqrt()).reshape([b, h * t, c]);
+        let logits = mm_shared(&qf, image) + mm_shared(&qf, image_pe);
+        let attn = logits.softmax(-1, Kind::Float);
+        let ctx = if image.size()[0] == 1 {
+            attn.view([b * h * t, l]).matmul(&image.get(0)).view([b, h, t, c])
+        } else {
+            attn.matmul(image).view([b, h, t, c])
+        };
+        let wv = self.v_proj.ws.view([h, d, c]).transpose(1, 2);
+        let mut out = ctx.matmul(&wv);
+        if let Some(bv) = &self.v_proj.bs {
+            out += bv.view([1, h, 1, d]);
+        }
+        self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, h * d]))
+    }
+
+    /// `forward(image + image_pe, k, v)` — the image tokens (image: B×L×C or 1×L×C shared;
+    /// image_pe: 1×L×C) attending to the prompt tokens (k, v: B×T×C) — without projecting the
+    /// L image tokens: each key is carried into the embedding space (k·W_q, plus the logit
+    /// W_q's bias gives it), and each value through W_o before the attention-weighted sum, so
+    /// the only L-sized products are image·keysᵀ and attention·values with H·T columns.
+    /// Returns B×L×C; same result up to float rounding.
+    pub fn image_to_tokens(&self, image: &Tensor, image_pe: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+        let (h, d, c) = self.dims();
+        let (b, t, _) = k.size3().unwrap();
+        let (bi, l) = (image.size()[0], image.size()[1]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let kh = self.heads(&self.k_proj.forward(k));
+        let kf = (kh.matmul(&self.q_proj.ws.view([h, d, c])) * scale).reshape([b, h * t, c]);
+        let mut logits = if bi == 1 && image_pe.size()[0] == 1 {
+            // One GEMM for all prompts: L×C · C×(B·H·T), then viewed B×L×(H·T).
+            let img = image.get(0) + image_pe.get(0);
+            img.matmul(&kf.reshape([b * h * t, c]).tr()).view([l, b, h * t]).permute([1, 0, 2])
+        } else {
+            image.matmul(&kf.transpose(1, 2)) + mm_shared(&kf, image_pe).transpose(1, 2)
+        };
+        if let Some(bq) = &self.q_proj.bs {
+            let kb = (&kh * bq.view([1, h, 1, d])).sum_dim_intlist(-1, false, None::<Kind>) * scale;
+            logits += kb.view([b, 1, h * t]);
+        }
+        let attn = logits.reshape([b, l, h, t]).softmax(-1, Kind::Float).view([b, l, h * t]);
+        // Values through the output projection first: B×H×T×d · H×d×C → B×(H·T)×C.
+        let wo = self.out_proj.ws.view([c, h, d]).permute([1, 2, 0]);
+        let vw = self.heads(&self.v_proj.forward(v)).matmul(&wo).reshape([b, h * t, c]);
+        let mut out = attn.matmul(&vw);
+        if let Some(bo) = &self.out_proj.bs {
+            out += bo;
+        }
+        out
+    }
+}
+
+/// `a · bᵀ` for a: B×M×K and b: B×N×K or 1×N×K (one matrix for the whole batch, multiplied as
+/// a single (B·M)×K GEMM rather than broadcast, which would copy it B times): B×M×N.
+fn mm_shared(a: &Tensor, b: &Tensor) -> Tensor {
+    let (bs, m, k) = a.size3().unwrap();
+    if b.size()[0] == 1 {
+        a.reshape([bs * m, k]).matmul(&b.get(0).tr()).view([bs, m, -1])
+    } else {
+        a.matmul(&b.transpose(1, 2))
+    }
 }
 
 /// lin1 → ReLU → lin2.
@@ -104,13 +185,15 @@ impl TwoWayAttentionBlock {
         let queries = self.norm1.forward(&queries);
 
         let q = &queries + query_pe;
-        let k = keys + key_pe;
-        let queries = self.norm2.forward(&(&queries + self.cross_attn_token_to_image.forward(&q, &k, keys)));
+        let queries = self.norm2.forward(&(&queries + self.cross_attn_token_to_image.tokens_to_image(&q, keys, key_pe)));
 
         let queries = self.norm3.forward(&(&queries + self.mlp.forward(&queries)));
 
         let q = &queries + query_pe;
-        let keys = self.norm4.forward(&(keys + self.cross_attn_image_to_token.forward(&k, &q, &queries)));
+        // `keys` may be one image shared by all prompts (1×L×C): the sum broadcasts to B×L×C.
+        let mut out = self.cross_attn_image_to_token.image_to_tokens(keys, key_pe, &q, &queries);
+        out += keys;
+        let keys = self.norm4.forward(&out);
         (queries, keys)
     }
 }
@@ -136,8 +219,9 @@ impl TwoWayTransformer {
         }
     }
 
-    /// `image_embedding` and `image_pe` B×C×h×w, `point_embedding` B×N×C → (tokens B×N×C,
-    /// image tokens B×hw×C).
+    /// `image_embedding` and `image_pe` B×C×h×w (or 1×C×h×w: one image, or one positional
+    /// encoding, for all B prompts, which is cheaper than repeating it), `point_embedding` B×N×C
+    /// → (tokens B×N×C, image tokens B×hw×C).
     pub fn forward(&self, image_embedding: &Tensor, image_pe: &Tensor, point_embedding: &Tensor) -> (Tensor, Tensor) {
         let image_embedding = image_embedding.flatten(2, -1).permute([0, 2, 1]);
         let image_pe = image_pe.flatten(2, -1).permute([0, 2, 1]);
@@ -149,8 +233,7 @@ impl TwoWayTransformer {
             keys = k;
         }
         let q = &queries + point_embedding;
-        let k = &keys + &image_pe;
-        let queries = self.norm_final_attn.forward(&(&queries + self.final_attn_token_to_image.forward(&q, &k, &keys)));
+        let queries = self.norm_final_attn.forward(&(&queries + self.final_attn_token_to_image.tokens_to_image(&q, &keys, &image_pe)));
         (queries, keys)
     }
 }
