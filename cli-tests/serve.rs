@@ -20,6 +20,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sam6d"))
             .args(["serve", "--port", "0"])
             .args(args)
+            .env_remove("SAM6D_SEGMENTER")
             .env_remove("CAD_PATH")
             .env_remove("CAM_PATH")
             .env_remove("OUTPUT_DIR")
@@ -362,6 +363,24 @@ fn visualize_writes_an_overlay_into_the_output_dir() {
     let server = Server::start(&strs(&bracket_args()));
     let r = server.python("infer", &strs(&bracket_request(&["--visualize"])));
     assert!(r["message"].as_str().unwrap().contains("--output-dir"), "{r}");
+}
+
+/// A server with a segmenter runs it behind the same pipeline: ping names it, answers list the
+/// proposals, and `visualize` adds the proposal overlay.
+#[test]
+fn a_segmenter_runs_behind_the_server_too() {
+    let out = tempfile::tempdir().unwrap();
+    let weights = super::tiny_vit_parity::weights_dir().parent().unwrap().to_path_buf();
+    let seg = ["--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--weights-dir", s(&weights), "--output-dir", s(out.path())];
+    let server = Server::start(&[&strs(&bracket_args())[..], &seg].concat());
+    let ping = server.python("ping", &[]);
+    assert_eq!(ping["data"]["pipeline"], "sam-tiny+geometric", "{ping}");
+    let r = server.python("infer", &strs(&bracket_request(&["--visualize"])));
+    assert_eq!(r["data"]["pipeline"], "sam-tiny+geometric", "{r}");
+    assert!(r["data"]["proposals"].as_array().is_some_and(|p| !p.is_empty()), "{r}");
+    let ism = PathBuf::from(r["data"]["vis_ism_path"].as_str().unwrap_or_else(|| panic!("{r}")));
+    let img = image::open(&ism).unwrap();
+    assert_eq!((img.width(), img.height()), (1280, 480));
 }
 
 #[test]

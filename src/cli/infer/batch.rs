@@ -66,11 +66,12 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let model = ObjectModel::load(cad, args.cad_unit)?;
     let model_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let pipeline = Pipeline::new(Options {
+    let options = Options {
         det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh),
         max_instances: args.max_instances as usize,
         device,
-    });
+    };
+    let pipeline = Pipeline::with_segmenter(options, args.segmenter.load(device)?);
     let ctx = Ctx {
         cameras,
         model,
@@ -212,7 +213,7 @@ fn process(f: &FrameInput, ctx: &Ctx) -> Outcome {
         let frame = Frame::new(rgb, depth, camera).with_context(|| format!("{} and {}", f.rgb.display(), depth_path.display()))?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
         let est = ctx.pipeline.estimate(&frame, &ctx.model)?;
-        let mut out = io::results::estimate_json(&est, &ctx.model.name, &frame, "geometric", &ctx.device);
+        let mut out = io::results::estimate_json(&est, &ctx.model.name, &frame, &ctx.pipeline.name(), &ctx.device);
         out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(ctx.model_ms)}));
         if let Some(dir) = ctx.vis {
             let path = vis_path(dir, f);
@@ -222,6 +223,13 @@ fn process(f: &FrameInput, ctx: &Ctx) -> Outcome {
             super::write_overlay(&tmp, &frame, &ctx.model, &poses)?;
             std::fs::rename(&tmp, &path).with_context(|| format!("writing overlay {}", path.display()))?;
             out.insert("overlay".into(), json!(path));
+            if !est.proposals.is_empty() {
+                let path = dir.join(format!("{}_ism.png", f.name));
+                let tmp = dir.join(format!(".{}_ism.tmp.png", f.name));
+                super::write_ism_overlay(&tmp, &frame, &est)?;
+                std::fs::rename(&tmp, &path).with_context(|| format!("writing overlay {}", path.display()))?;
+                out.insert("ism_overlay".into(), json!(path));
+            }
         }
         Ok((out, est))
     })();

@@ -1,6 +1,9 @@
 //! Segmentation: Segment Anything networks (image encoder, prompt encoder, mask decoder) found
 //! by the official checkpoints' parameter names, and the object-mask proposals they produce.
 pub mod sam;
+pub mod segmenter;
+
+pub use segmenter::{Segmenter, SegmenterKind};
 
 /// One object-mask proposal, in the pixels of the frame it was computed on.
 #[derive(Clone, Debug, PartialEq)]
