@@ -116,10 +116,7 @@ pub fn proposals_from_embedding(sam: &Sam, emb: &Embedding, cfg: &AmgConfig, tim
         let t = Instant::now();
         let coords = Tensor::from_slice(chunk).view([b, 1, 2]);
         let labels = Tensor::ones([b, 1], (Kind::Int64, dev));
-        // Masks only for prompts that can pass the predicted-IoU filter below: the same result,
-        // without upscaling the (many) prompts it drops.
-        let min_iou = (cfg.pred_iou_thresh > 0.0).then_some(cfg.pred_iou_thresh);
-        let (low_res, iou) = sam.predict_where(emb, &coords, &labels, true, min_iou);
+        let (low_res, iou) = sam.predict(emb, &coords, &labels, true);
         sync(dev);
         timings.decoder_ms += ms(t);
 

@@ -83,15 +83,6 @@ impl MaskDecoder {
     /// `image_embeddings` is 1×C×h×w (repeated for each prompt; or B_img×C×h×w, each image
     /// repeated B times), `image_pe` 1×C×h×w, `sparse` B×N×C, `dense` B×C×h×w.
     pub fn predict_masks(&self, image_embeddings: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor) -> (Tensor, Tensor) {
-        self.predict_masks_where(image_embeddings, image_pe, sparse, dense, None)
-    }
-
-    /// As [`MaskDecoder::predict_masks`], but the masks of a prompt are computed only when
-    /// `wanted` (B×4 IoU predictions → B booleans) says so; the others' masks are left at zero.
-    /// The IoU head needs only the transformer's IoU token, while the ×4 upscaling and mask
-    /// product are most of the decoder's cost: the automatic mask generator drops most prompts
-    /// on predicted IoU alone, so it need not pay for their masks.
-    pub fn predict_masks_where(&self, image_embeddings: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor, wanted: Option<&dyn Fn(&Tensor) -> Tensor>) -> (Tensor, Tensor) {
         let b = sparse.size()[0];
         let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0);
         let output_tokens = output_tokens.unsqueeze(0).expand([b, -1, -1], false);
@@ -104,19 +95,11 @@ impl MaskDecoder {
         let (_, c, h, w) = src.size4().unwrap();
         let (hs, src) = self.transformer.forward(&src, image_pe, &tokens);
         let n = hs.size()[0];
-        let iou = self.iou_prediction_head.forward(&hs.select(1, 0));
+        let src = src.expand([n, -1, -1], false);
+        let iou_token_out = hs.select(1, 0);
         let n_masks = self.hypernetworks.len() as i64;
-        let rows = wanted.map(|f| f(&iou).nonzero().squeeze_dim(1));
-        // The prompts whose masks are computed: all, or the wanted ones.
-        let (hs_kept, src) = match &rows {
-            Some(r) => (hs.index_select(0, r), if src.size()[0] == 1 { src.expand([r.size()[0], -1, -1], false) } else { src.index_select(0, r) }),
-            None => (hs.shallow_clone(), src.expand([n, -1, -1], false)),
-        };
-        let n_kept = hs_kept.size()[0];
-        let hyper_in: Vec<Tensor> = self.hypernetworks.iter().enumerate().map(|(i, mlp)| mlp.forward(&hs_kept.select(1, 1 + i as i64))).collect();
+        let hyper_in: Vec<Tensor> = self.hypernetworks.iter().enumerate().map(|(i, mlp)| mlp.forward(&hs.select(1, 1 + i as i64))).collect();
         let hyper_in = Tensor::stack(&hyper_in, 1);
-        let n_all = n;
-        let n = n_kept;
         // The image tokens B×hw×C are an N×H×W×C tensor: seen as N×C×H×W they are channels-last,
         // which the convolutions (and LayerNorm2d) take as they are, without a transposing copy.
         // On the CPU a few prompts at a time: the ×16-upscaled features are 8 MiB per prompt,
@@ -137,28 +120,15 @@ impl MaskDecoder {
                 hyper_in.narrow(0, s, m).matmul(&feats.transpose(1, 2)).view([m, n_masks, hu, wu])
             })
             .collect();
-        let (hu, wu) = (4 * h, 4 * w);
-        let masks = if masks.is_empty() { Tensor::zeros([0, n_masks, hu, wu], (iou.kind(), iou.device())) } else { Tensor::cat(&masks, 0) };
-        let masks = match &rows {
-            Some(r) => Tensor::zeros([n_all, n_masks, hu, wu], (masks.kind(), masks.device())).index_copy(0, r, &masks),
-            None => masks,
-        };
+        let masks = Tensor::cat(&masks, 0);
+        let iou = self.iou_prediction_head.forward(&iou_token_out);
         (masks, iou)
     }
 
     /// As the reference's `forward`: with `multimask_output` the 3 disambiguating masks (tokens
     /// 1..4), otherwise the single-mask token 0. Returns (mask logits B×M×4h×4w, IoU B×M).
     pub fn forward(&self, image_embeddings: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor, multimask_output: bool) -> (Tensor, Tensor) {
-        self.forward_where(image_embeddings, image_pe, sparse, dense, multimask_output, None)
-    }
-
-    /// As [`MaskDecoder::forward`]; with `min_iou`, masks are computed only for prompts with at
-    /// least one returned mask predicted above it (the others' are zero).
-    pub fn forward_where(&self, image_embeddings: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor, multimask_output: bool, min_iou: Option<f64>) -> (Tensor, Tensor) {
-        let n_out = self.hypernetworks.len() as i64;
-        let (start, len) = if multimask_output { (1, n_out - 1) } else { (0, 1) };
-        let wanted = min_iou.map(|t| move |iou: &Tensor| iou.narrow(1, start, len).gt(t).any_dim(1, false));
-        let (masks, iou) = self.predict_masks_where(image_embeddings, image_pe, sparse, dense, wanted.as_ref().map(|f| f as &dyn Fn(&Tensor) -> Tensor));
+        let (masks, iou) = self.predict_masks(image_embeddings, image_pe, sparse, dense);
         let n = masks.size()[1];
         let (start, len) = if multimask_output { (1, n - 1) } else { (0, 1) };
         (masks.narrow(1, start, len), iou.narrow(1, start, len))

@@ -227,13 +227,6 @@ impl Sam {
     /// (1 foreground, 0 background). Returns (low-resolution mask logits B×M×256×256, predicted
     /// IoU B×M), M = 3 with `multimask`, else 1; f32 on the model's device.
     pub fn predict(&self, emb: &Embedding, points: &Tensor, labels: &Tensor, multimask: bool) -> (Tensor, Tensor) {
-        self.predict_where(emb, points, labels, multimask, None)
-    }
-
-    /// As [`Sam::predict`]; with `min_iou`, the mask logits are computed only for prompts with a
-    /// returned mask predicted above it, and are zero for the others (whose IoUs are all
-    /// `<= min_iou`, so a caller filtering on IoU never looks at them).
-    pub fn predict_where(&self, emb: &Embedding, points: &Tensor, labels: &Tensor, multimask: bool, min_iou: Option<f64>) -> (Tensor, Tensor) {
         let dev = self.device();
         let ((oh, ow), (ih, iw)) = (emb.original_size, emb.input_size);
         // apply_coords: scale x and y separately to the resized frame, in f64 as numpy does.
@@ -243,7 +236,7 @@ impl Sam {
         tch::no_grad(|| {
             let (sparse, dense) = self.prompt_encoder.forward(Some((&coords, &labels)), None, None);
             let dense_pe = self.prompt_encoder.dense_pe();
-            self.mask_decoder.forward_where(&emb.features, &dense_pe, &sparse, &dense, multimask, min_iou)
+            self.mask_decoder.forward(&emb.features, &dense_pe, &sparse, &dense, multimask)
         })
     }
 
