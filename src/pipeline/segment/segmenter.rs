@@ -78,6 +78,38 @@ impl FromStr for SegmenterKind {
     }
 }
 
+/// The image encoder's precision (`--sam-precision`). Half precision is for CUDA; bf16 also
+/// runs on a CPU (slower there than f32, a reference point only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision '{s}': use f32, bf16 or f16")),
+        }
+    }
+}
+
+impl Precision {
+    fn kind(self) -> tch::Kind {
+        match self {
+            Precision::F32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::F16 => tch::Kind::Half,
+        }
+    }
+}
+
 /// The weights directory: `explicit` (`--weights-dir`), else `$SAM6D_WEIGHTS`, else the first
 /// existing of `./weights`, `weights/` of the checkout the binary was built in (so
 /// `target/release/sam6d` finds what scripts/setup.sh installed), and
@@ -119,12 +151,14 @@ impl Segmenter {
     /// Loads `kind` from `dir`; `Ok(None)` for [`SegmenterKind::None`]. A missing file is an
     /// error that names it and says how to make it.
     pub fn load(kind: SegmenterKind, dir: &Path, device: Device) -> anyhow::Result<Option<Segmenter>> {
-        Self::load_with(kind, dir, device, AmgConfig::default())
+        Self::load_with(kind, dir, device, AmgConfig::default(), Precision::F32)
     }
 
-    /// As [`Segmenter::load`] with other mask-generator settings (a coarser point grid on a CPU).
-    pub fn load_with(kind: SegmenterKind, dir: &Path, device: Device, config: AmgConfig) -> anyhow::Result<Option<Segmenter>> {
+    /// As [`Segmenter::load`] with other mask-generator settings (a coarser point grid on a CPU)
+    /// and the encoder's precision.
+    pub fn load_with(kind: SegmenterKind, dir: &Path, device: Device, config: AmgConfig, precision: Precision) -> anyhow::Result<Option<Segmenter>> {
         let Some(sam_kind) = kind.sam_kind() else { return Ok(None) };
+        anyhow::ensure!(precision != Precision::F16 || device != Device::Cpu, "--sam-precision f16 needs a CUDA device (libtorch's CPU kernels lack half precision): use f32 or bf16 on the CPU");
         let mut files = Vec::new();
         for (name, how) in kind.files() {
             let path = dir.join(name);
@@ -137,7 +171,10 @@ impl Segmenter {
             files.push(path);
         }
         let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        let sam = Sam::load(sam_kind, &refs, device.tch()).map_err(|e| anyhow::anyhow!("--segmenter {kind}: {e:#}"))?;
+        let mut sam = Sam::load(sam_kind, &refs, device.tch()).map_err(|e| anyhow::anyhow!("--segmenter {kind}: {e:#}"))?;
+        if precision != Precision::F32 {
+            sam.to_kind(precision.kind());
+        }
         Ok(Some(Segmenter { kind, config, sam }))
     }
 
