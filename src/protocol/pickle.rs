@@ -1961,18 +1961,7 @@ mod tests {
 
     // --- Round trips against serde-pickle ---------------------------------------------------
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::io::pickle_ops::fuzz::{mutate_and_decode, Rng};
 
     fn rand_string(r: &mut Rng) -> String {
         let pool = ['a', 'z', ' ', 'é', 'ÿ', '€', '😀', '\0', '\n', '\\', 'Ω'];
@@ -2101,42 +2090,10 @@ mod tests {
         seeds.push(b"\x80\x04\x95\r\x00\x00\x00\x00\x00\x00\x00]\x94(K\x01K\x02eh\x00\x86\x94.".to_vec());
         seeds.push(b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01K\x02eX\x01\x00\x00\x00bq\x03h\x02u.".to_vec());
         seeds.push(b"\x80\x02c_codecs\nencode\nq\x00X\x02\x00\x00\x00\xc3\xbfq\x01X\x06\x00\x00\x00latin1q\x02\x86q\x03Rq\x04.".to_vec());
-        // Every prefix of every seed.
-        for p in &seeds {
-            for n in 0..p.len() {
-                let _ = dec(&p[..n]);
-            }
-        }
-        // Random byte changes, insertions and deletions.
         let opcodes: &[u8] = b"().012FIJKLMNRSTUVXabcdegh jlpqrstu}]\x80\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x93\x94\x95\x96BC";
-        for _ in 0..100_000 {
-            let mut p = seeds[r.below(seeds.len() as u64) as usize].clone();
-            for _ in 0..1 + r.below(4) {
-                let i = r.below(p.len() as u64 + 1) as usize;
-                let byte = if r.below(2) == 0 { opcodes[r.below(opcodes.len() as u64) as usize] } else { r.next() as u8 };
-                match r.below(3) {
-                    0 if i < p.len() => p[i] = byte,
-                    1 => p.insert(i, byte),
-                    _ if i < p.len() => {
-                        p.remove(i);
-                    }
-                    _ => {}
-                }
-            }
-            let _ = dec(&p);
-        }
-        // Opcode soup with small arguments.
-        for _ in 0..100_000 {
-            let mut p = Vec::new();
-            for _ in 0..r.below(40) {
-                p.push(opcodes[r.below(opcodes.len() as u64) as usize]);
-                for _ in 0..r.below(3) {
-                    p.push(r.below(4) as u8);
-                }
-            }
-            p.push(b'.');
-            let _ = dec(&p);
-        }
+        mutate_and_decode(&mut r, &seeds, opcodes, |p| {
+            let _ = dec(p);
+        });
     }
 
     #[test]

@@ -966,18 +966,7 @@ mod tests {
         assert!(err(&p).contains("stack underflow"));
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::io::pickle_ops::fuzz::{mutate_and_decode, Rng};
 
     #[test]
     fn mutated_and_random_input_never_panics() {
@@ -988,27 +977,9 @@ mod tests {
             b"\x80\x02}q\x00(X\x05\x00\x00\x00modelq\x01ccollections\nOrderedDict\n)Rq\x02X\x05\x00\x00\x00epochK\x03u.".to_vec(),
             b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00]\x94(K\x01K\x02eh\x00\x86\x94.".to_vec(),
         ];
-        for p in &seeds {
-            for n in 0..p.len() {
-                let _ = unpickle(&p[..n]);
-            }
-        }
         let opcodes: &[u8] = b"().012JKMNQRXabcdeh jlqrstu}]\x80\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x93\x94\x95\x96BCG";
-        for _ in 0..100_000 {
-            let mut p = seeds[r.below(seeds.len() as u64) as usize].clone();
-            for _ in 0..1 + r.below(4) {
-                let i = r.below(p.len() as u64 + 1) as usize;
-                let byte = if r.below(2) == 0 { opcodes[r.below(opcodes.len() as u64) as usize] } else { r.next() as u8 };
-                match r.below(3) {
-                    0 if i < p.len() => p[i] = byte,
-                    1 => p.insert(i, byte),
-                    _ if i < p.len() => {
-                        p.remove(i);
-                    }
-                    _ => {}
-                }
-            }
-            if let Ok(v) = unpickle(&p) {
+        mutate_and_decode(&mut r, &seeds, opcodes, |p| {
+            if let Ok(v) = unpickle(p) {
                 // Every tensor that decodes lies inside its storage.
                 for id in 0..v.nodes.len() {
                     if let Node::Tensor(t) = v.node(id) {
@@ -1016,17 +987,6 @@ mod tests {
                     }
                 }
             }
-        }
-        for _ in 0..100_000 {
-            let mut p = Vec::new();
-            for _ in 0..r.below(40) {
-                p.push(opcodes[r.below(opcodes.len() as u64) as usize]);
-                for _ in 0..r.below(3) {
-                    p.push(r.below(4) as u8);
-                }
-            }
-            p.push(b'.');
-            let _ = unpickle(&p);
-        }
+        });
     }
 }
