@@ -1,16 +1,14 @@
 //! The networks whose weights we load, what tensors each expects, and how to tell from a
 //! file's names and shapes which network it is for.
 //!
-//! The expected tensors come from building our own tch modules in a `VarStore` (so they are,
+//! The expected tensors come from building the model that loads them ([`Sam`]; so they are,
 //! by construction, what [`crate::nn::load_named`] will look for), not from a hand-kept list;
 //! a test compares them with the official key/shape manifests. Adding a network is one enum
 //! variant and one arm in each `match` below.
 use super::{DType, TensorInfo};
-use crate::pipeline::segment::sam::image_encoder::{EncoderConfig, ImageEncoderViT};
-use crate::pipeline::segment::sam::tiny_vit::{TinyVit, TinyVitConfig};
-use crate::pipeline::segment::sam::{MaskDecoder, MaskDecoderConfig, PromptEncoder, PromptEncoderConfig};
+use crate::pipeline::segment::sam::model::{Sam, SamKind};
 use std::fmt;
-use tch::{nn, Device};
+use tch::Device;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Network {
@@ -39,11 +37,16 @@ impl Network {
 
     /// The name on the command line (`--as sam-vit-h`, `--segmenter sam-vit-h`).
     pub fn name(self) -> &'static str {
+        self.sam().name()
+    }
+
+    /// The model that loads these weights.
+    fn sam(self) -> SamKind {
         match self {
-            Network::SamVitB => "sam-vit-b",
-            Network::SamVitL => "sam-vit-l",
-            Network::SamVitH => "sam-vit-h",
-            Network::SamTiny => "sam-tiny",
+            Network::SamVitB => SamKind::VitB,
+            Network::SamVitL => SamKind::VitL,
+            Network::SamVitH => SamKind::VitH,
+            Network::SamTiny => SamKind::Tiny,
         }
     }
 
@@ -63,35 +66,11 @@ impl Network {
         }
     }
 
-    /// Creates the network's variables under `root` with the official names.
-    fn build(self, root: &nn::Path) {
-        let sam_decoder = |root: &nn::Path| {
-            PromptEncoder::new(root / "prompt_encoder", &PromptEncoderConfig::default());
-            MaskDecoder::new(root / "mask_decoder", &MaskDecoderConfig::default());
-        };
-        match self {
-            Network::SamVitB | Network::SamVitL | Network::SamVitH => {
-                let cfg = match self {
-                    Network::SamVitB => EncoderConfig::vit_b(),
-                    Network::SamVitL => EncoderConfig::vit_l(),
-                    _ => EncoderConfig::vit_h(),
-                };
-                ImageEncoderViT::new(root / "image_encoder", &cfg);
-                sam_decoder(root);
-            }
-            Network::SamTiny => {
-                TinyVit::new(root / "image_encoder", &TinyVitConfig::mobile_sam());
-                sam_decoder(root);
-            }
-        }
-    }
-
     /// Every tensor the network loads, sorted by name. Builds the network on the CPU (ViT-H:
     /// about 2.5 GB for a few seconds), so callers keep the result rather than asking twice.
     pub fn expected(self) -> Vec<TensorInfo> {
-        let vs = nn::VarStore::new(Device::Cpu);
-        tch::no_grad(|| self.build(&vs.root()));
-        let mut out: Vec<TensorInfo> = vs
+        let sam = tch::no_grad(|| Sam::new(self.sam(), Device::Cpu));
+        let mut out: Vec<TensorInfo> = sam
             .variables()
             .into_iter()
             .map(|(name, t)| TensorInfo { dtype: DType::from_kind(t.kind()).expect("our networks use safetensors dtypes"), shape: t.size(), name })

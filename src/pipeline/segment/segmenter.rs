@@ -24,13 +24,7 @@ impl SegmenterKind {
     pub const ALL: [SegmenterKind; 5] = [SegmenterKind::None, SegmenterKind::SamTiny, SegmenterKind::SamVitB, SegmenterKind::SamVitL, SegmenterKind::SamVitH];
 
     pub fn name(self) -> &'static str {
-        match self {
-            SegmenterKind::None => "none",
-            SegmenterKind::SamTiny => "sam-tiny",
-            SegmenterKind::SamVitB => "sam-vit-b",
-            SegmenterKind::SamVitL => "sam-vit-l",
-            SegmenterKind::SamVitH => "sam-vit-h",
-        }
+        self.sam_kind().map_or("none", SamKind::name)
     }
 
     fn sam_kind(self) -> Option<SamKind> {

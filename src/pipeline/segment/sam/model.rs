@@ -173,6 +173,11 @@ impl Sam {
         self.vs.device()
     }
 
+    /// Every parameter by its checkpoint name (what a weights file must provide).
+    pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
+        self.vs.variables()
+    }
+
     /// Side of the square encoder input (1024).
     pub fn img_size(&self) -> i64 {
         self.img_size
