@@ -171,7 +171,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         output_dir: args.output_dir,
         options,
     };
-    let server = Server::new(listener, config, Loaded { models, camera, device, pipeline: pipeline.name() }, pipeline)?;
+    let server = Server::new(listener, config, Loaded { models, camera, device, pipeline: pipeline.name().to_string() }, pipeline)?;
     server.shutdown_handle().on_signals().context("installing the SIGINT/SIGTERM handler")?;
     let mode = if args.bench_noop { " [bench-noop: inference requests are NOT run]" } else { "" };
     // Scripts and tests wait for this line; it comes only once models are loaded.

@@ -106,6 +106,9 @@ pub struct Pipeline {
     /// Behind a mutex: tch tensors are not `Sync`, and batch inference shares one pipeline
     /// between threads (libtorch parallelises each forward itself).
     segmenter: Option<Mutex<Segmented>>,
+    /// `geometric`, or `sam-tiny+geometric` and the like; fixed at construction, so that naming
+    /// the pipeline never waits for the segmenter's lock.
+    name: String,
 }
 
 /// The segmenter and its last answer: clients often ask for several objects in the same frame,
@@ -117,19 +120,17 @@ struct Segmented {
 
 impl Pipeline {
     pub fn new(options: Options) -> Pipeline {
-        Pipeline { options, segmenter: None }
+        Pipeline { options, segmenter: None, name: "geometric".into() }
     }
 
     pub fn with_segmenter(options: Options, segmenter: Option<Segmenter>) -> Pipeline {
-        Pipeline { options, segmenter: segmenter.map(|segmenter| Mutex::new(Segmented { segmenter, last: None })) }
+        let name = segmenter.as_ref().map_or("geometric".into(), |s| format!("{}+geometric", s.kind));
+        Pipeline { options, segmenter: segmenter.map(|segmenter| Mutex::new(Segmented { segmenter, last: None })), name }
     }
 
-    /// What results name as their pipeline: `geometric`, or `sam-tiny+geometric` and the like.
-    pub fn name(&self) -> String {
-        match &self.segmenter {
-            Some(s) => format!("{}+geometric", s.lock().unwrap_or_else(|e| e.into_inner()).segmenter.kind),
-            None => "geometric".into(),
-        }
+    /// What results name as their pipeline.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn estimate(&self, frame: &Frame, model: &ObjectModel) -> anyhow::Result<Estimate> {

@@ -1,6 +1,6 @@
 //! The segmenter in front of the pose stage: which Segment Anything network proposes masks,
 //! where its weights are found, and one call that turns a colour image into proposals.
-use super::sam::automatic::{self, AmgConfig};
+use super::sam::automatic::{self, AmgConfig, AmgTimings};
 use super::sam::model::{Sam, SamKind};
 use super::Proposal;
 use crate::device::Device;
@@ -133,14 +133,6 @@ pub struct Segmenter {
     sam: Sam,
 }
 
-/// Milliseconds spent in each part of one [`Segmenter::propose`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SegmentTimings {
-    pub encoder_ms: f64,
-    pub decoder_ms: f64,
-    pub postprocess_ms: f64,
-}
-
 impl Segmenter {
     /// Loads `kind` from `dir`; `Ok(None)` for [`SegmenterKind::None`]. A missing file is an
     /// error that names it and says how to make it.
@@ -173,9 +165,8 @@ impl Segmenter {
     }
 
     /// Mask proposals for a colour image, best predicted IoU first.
-    pub fn propose(&self, rgb: &image::RgbImage) -> anyhow::Result<(Vec<Proposal>, SegmentTimings)> {
-        let (proposals, t) = automatic::generate(&self.sam, rgb, &self.config)?;
-        Ok((proposals, SegmentTimings { encoder_ms: t.encoder_ms, decoder_ms: t.decoder_ms, postprocess_ms: t.postprocess_ms }))
+    pub fn propose(&self, rgb: &image::RgbImage) -> anyhow::Result<(Vec<Proposal>, AmgTimings)> {
+        automatic::generate(&self.sam, rgb, &self.config)
     }
 }
 
