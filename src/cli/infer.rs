@@ -375,7 +375,8 @@ fn write_overlay<P: sam6d::render::overlay::ScoredPose>(path: &Path, frame: &Fra
 
 /// Poses and scores back from the `rotation` / `translation` / `pose_scores` lists of an answer.
 fn write_ism_overlay(path: &Path, frame: &Frame, est: &sam6d::pipeline::Estimate) -> anyhow::Result<()> {
-    sam6d::render::masks::vis_ism(&frame.rgb, &est.proposals, &est.selected).save(path).with_context(|| format!("writing {}", path.display()))
+    let proposals = est.proposals.as_deref().unwrap_or_default();
+    sam6d::render::masks::vis_ism(&frame.rgb, proposals, &est.selected).save(path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn poses_from_json(out: &Map<String, Value>) -> anyhow::Result<Vec<(Pose, f32)>> {

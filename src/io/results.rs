@@ -1,5 +1,6 @@
 //! Result files. The JSON has the shape of the server's response `data` (rotation, translation,
 //! pose_scores as plain nested lists) plus context a script wants: object, image size, timings.
+use crate::pipeline::segment::Proposal;
 use crate::pipeline::{Estimate, Frame};
 use serde_json::{json, Map, Value};
 
@@ -22,17 +23,17 @@ pub fn estimate_json(est: &Estimate, object: &str, frame: &Frame, pipeline: &str
     out.insert("pipeline".into(), json!(pipeline));
     out.insert("device".into(), json!(device));
     out.insert("timings_ms".into(), timings(est));
-    if pipeline.starts_with("sam") {
+    if let Some(p) = &est.proposals {
         out.insert("search".into(), json!(est.search.name()));
-        out.insert("proposals".into(), proposals(est));
+        out.insert("proposals".into(), proposals(p, &est.selected));
     }
     out
 }
 
 /// The segmenter's proposals, best predicted IoU first: box (XYXY, max inclusive), scores,
 /// area in pixels, and whether the pose search used the mask.
-pub fn proposals(est: &Estimate) -> Value {
-    est.proposals
+pub fn proposals(proposals: &[Proposal], selected: &[usize]) -> Value {
+    proposals
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -41,7 +42,7 @@ pub fn proposals(est: &Estimate) -> Value {
                 "predicted_iou": round3(p.predicted_iou as f64),
                 "stability_score": round3(p.stability_score as f64),
                 "area": p.area(),
-                "selected": est.selected.contains(&i),
+                "selected": selected.contains(&i),
             })
         })
         .collect()

@@ -71,8 +71,8 @@ pub struct Estimate {
     pub poses: Vec<PoseEstimate>,
     /// (stage, milliseconds), in execution order.
     pub timings: Vec<(&'static str, f64)>,
-    /// The segmenter's mask proposals (empty without one), best predicted IoU first.
-    pub proposals: Vec<Proposal>,
+    /// The segmenter's mask proposals, best predicted IoU first; `None` without a segmenter.
+    pub proposals: Option<Vec<Proposal>>,
     /// Indices into `proposals` of those the object could be, whose pixels the pose search used.
     pub selected: Vec<usize>,
     pub search: Search,
@@ -167,7 +167,7 @@ impl Pipeline {
             total.1 = started.elapsed().as_secs_f64() * 1e3;
         }
         est.selected = selection.map(|s| s.kept).unwrap_or_default();
-        est.proposals = proposals;
+        est.proposals = Some(proposals);
         Ok(est)
     }
 }

@@ -299,12 +299,13 @@ fn write_visualisation(frame: &Frame, model: &crate::pipeline::ObjectModel, est:
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let path = dir.join(format!("vis_{ms}_{n:06}.png"));
     img.save(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let ism = if est.proposals.is_empty() {
-        None
-    } else {
-        let ism = dir.join(format!("vis_ism_{ms}_{n:06}.png"));
-        crate::render::masks::vis_ism(&frame.rgb, &est.proposals, &est.selected).save(&ism).map_err(|e| format!("cannot write {}: {e}", ism.display()))?;
-        Some(ism.display().to_string())
+    let ism = match &est.proposals {
+        None => None,
+        Some(proposals) => {
+            let ism = dir.join(format!("vis_ism_{ms}_{n:06}.png"));
+            crate::render::masks::vis_ism(&frame.rgb, proposals, &est.selected).save(&ism).map_err(|e| format!("cannot write {}: {e}", ism.display()))?;
+            Some(ism.display().to_string())
+        }
     };
     Ok((path.display().to_string(), ism))
 }

@@ -223,7 +223,7 @@ fn process(f: &FrameInput, ctx: &Ctx) -> Outcome {
             super::write_overlay(&tmp, &frame, &ctx.model, &poses)?;
             std::fs::rename(&tmp, &path).with_context(|| format!("writing overlay {}", path.display()))?;
             out.insert("overlay".into(), json!(path));
-            if !est.proposals.is_empty() {
+            if est.proposals.is_some() {
                 let path = dir.join(format!("{}_ism.png", f.name));
                 let tmp = dir.join(format!(".{}_ism.tmp.png", f.name));
                 super::write_ism_overlay(&tmp, &frame, &est)?;
