@@ -58,14 +58,6 @@ impl Network {
         }
     }
 
-    /// Tensors a file may lack without being wrong (e.g. BatchNorm's `num_batches_tracked`,
-    /// which some savers drop; none for SAM).
-    pub fn tolerated_missing(self, _name: &str) -> bool {
-        match self {
-            Network::SamVitB | Network::SamVitL | Network::SamVitH | Network::SamTiny => false,
-        }
-    }
-
     /// Every tensor the network loads, sorted by name. Builds the network on the CPU (ViT-H:
     /// about 2.5 GB for a few seconds), so callers keep the result rather than asking twice.
     pub fn expected(self) -> Vec<TensorInfo> {
