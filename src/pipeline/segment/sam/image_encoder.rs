@@ -340,17 +340,99 @@ pub fn preprocess_shape(h: u32, w: u32, long_side: u32) -> (u32, u32) {
     (((h as f64 * scale) + 0.5) as u32, ((w as f64 * scale) + 0.5) as u32)
 }
 
-/// An RGB image as SAM's encoder expects it: long side resized to `size` (bilinear with
-/// antialiasing, as PIL's resize that SAM's predictor uses — values may differ by a grey level),
+/// An RGB image as SAM's encoder expects it: long side resized to `size` (PIL's bilinear resize,
+/// bit for bit, as SAM's predictor does: [`resize_like_pil`]),
 /// normalised with [`PIXEL_MEAN`]/[`PIXEL_STD`], zero-padded bottom-right to `size`×`size`.
 /// Returns the 1×3×size×size float tensor and the resized (height, width) before padding.
 pub fn preprocess(rgb: &RgbImage, size: u32) -> (Tensor, (u32, u32)) {
     let (h, w) = preprocess_shape(rgb.height(), rgb.width(), size);
-    let resized = if (h, w) == (rgb.height(), rgb.width()) { rgb.clone() } else { image::imageops::resize(rgb, w, h, image::imageops::FilterType::Triangle) };
+    let resized = if (h, w) == (rgb.height(), rgb.width()) { rgb.clone() } else { resize_like_pil(rgb, w, h) };
     let t = Tensor::from_slice(resized.as_raw()).view([h as i64, w as i64, 3]).permute([2, 0, 1]).to_kind(Kind::Float);
     let mean = Tensor::from_slice(&PIXEL_MEAN).to_kind(Kind::Float).view([3, 1, 1]);
     let std = Tensor::from_slice(&PIXEL_STD).to_kind(Kind::Float).view([3, 1, 1]);
     let t = (t - mean) / std;
     let t = t.constant_pad_nd([0, (size - w) as i64, 0, (size - h) as i64]).unsqueeze(0);
     (t, (h, w))
+}
+
+/// PIL's `Image.resize((width, height), BILINEAR)` on 8-bit RGB, bit for bit (Pillow's
+/// `Resample.c`): a triangle filter widened by the downscale factor (antialiasing), weights
+/// normalised per output pixel and rounded to 22-bit fixed point, the horizontal pass first into
+/// an 8-bit image, then the vertical pass; each pass rounds and clips. SAM's predictor resizes
+/// with it, so the encoder sees exactly the reference's input.
+pub fn resize_like_pil(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
+    const BITS: u32 = 22;
+    // Per output index: first source index and fixed-point weights.
+    fn coeffs(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // bilinear support 1
+        (0..out_size)
+            .map(|xx| {
+                let center = (xx as f64 + 0.5) * scale;
+                let xmin = ((center - support + 0.5) as i64).max(0);
+                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
+                let ss = 1.0 / filterscale;
+                let w: Vec<f64> = (0..xmax)
+                    .map(|x| {
+                        let t = (((x + xmin) as f64 - center + 0.5) * ss).abs();
+                        if t < 1.0 { 1.0 - t } else { 0.0 }
+                    })
+                    .collect();
+                let sum: f64 = w.iter().sum();
+                let k = w
+                    .iter()
+                    .map(|&v| {
+                        let v = if sum != 0.0 { v / sum } else { v };
+                        let f = v * (1u64 << BITS) as f64;
+                        (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i64
+                    })
+                    .collect();
+                (xmin as usize, k)
+            })
+            .collect()
+    }
+    fn clip8(v: i64) -> u8 {
+        if v >= (1i64 << BITS) * 255 {
+            255
+        } else if v <= 0 {
+            0
+        } else {
+            (v >> BITS) as u8
+        }
+    }
+    let (sw, sh) = (rgb.width(), rgb.height());
+    let src = rgb.as_raw();
+    let (width, height) = (width.max(1), height.max(1));
+    let horizontal = if width != sw {
+        let cx = coeffs(sw, width);
+        let mut out = Vec::with_capacity((width * sh * 3) as usize);
+        for y in 0..sh as usize {
+            let row = &src[y * sw as usize * 3..(y + 1) * sw as usize * 3];
+            for (x0, k) in &cx {
+                for c in 0..3 {
+                    let s: i64 = k.iter().enumerate().map(|(i, &w)| row[(x0 + i) * 3 + c] as i64 * w).sum();
+                    out.push(clip8(s + (1 << (BITS - 1))));
+                }
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    let out = if height != sh {
+        let cy = coeffs(sh, height);
+        let stride = width as usize * 3;
+        let mut out = Vec::with_capacity(stride * height as usize);
+        for (y0, k) in &cy {
+            for i in 0..stride {
+                let s: i64 = k.iter().enumerate().map(|(j, &w)| horizontal[(y0 + j) * stride + i] as i64 * w).sum();
+                out.push(clip8(s + (1 << (BITS - 1))));
+            }
+        }
+        out
+    } else {
+        horizontal
+    };
+    RgbImage::from_raw(width, height, out).expect("buffer of the right size")
 }

@@ -12,7 +12,6 @@ use super::{MaskDecoder, MaskDecoderConfig, PromptEncoder, PromptEncoderConfig};
 use crate::nn::{load_named, LoadReport};
 use anyhow::Context;
 use image::RgbImage;
-use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use tch::nn::{self, Module};
@@ -199,13 +198,10 @@ impl Sam {
     }
 
     /// SAM's pre-processing as `SamPredictor.set_image` does it: the long side resized to the
-    /// encoder size with PIL's bilinear filter (bit-exact, [`resize_like_pil`]), normalised and
+    /// encoder size with PIL's bilinear filter (bit-exact, [`image_encoder::resize_like_pil`]), normalised and
     /// padded ([`image_encoder::preprocess`]). Returns the 1×3×S×S input and the resized (h, w).
     pub fn preprocess(&self, rgb: &RgbImage) -> (Tensor, (i64, i64)) {
-        let (h, w) = image_encoder::preprocess_shape(rgb.height(), rgb.width(), self.img_size as u32);
-        let resized = if (h, w) == rgb.dimensions_hw() { Cow::Borrowed(rgb) } else { Cow::Owned(resize_like_pil(rgb, w, h)) };
-        // Already at the encoder size: preprocess only normalises and pads.
-        let (input, (h, w)) = image_encoder::preprocess(&resized, self.img_size as u32);
+        let (input, (h, w)) = image_encoder::preprocess(rgb, self.img_size as u32);
         (input, (h as i64, w as i64))
     }
 
@@ -272,98 +268,6 @@ impl Sam {
             cropped.upsample_bilinear2d([original_size.0, original_size.1], false, None, None)
         })
     }
-}
-
-trait HeightWidth {
-    fn dimensions_hw(&self) -> (u32, u32);
-}
-
-impl HeightWidth for RgbImage {
-    fn dimensions_hw(&self) -> (u32, u32) {
-        (self.height(), self.width())
-    }
-}
-
-/// PIL's `Image.resize((width, height), BILINEAR)` on 8-bit RGB, bit for bit (Pillow's
-/// `Resample.c`): a triangle filter widened by the downscale factor (antialiasing), weights
-/// normalised per output pixel and rounded to 22-bit fixed point, the horizontal pass first into
-/// an 8-bit image, then the vertical pass; each pass rounds and clips. SAM's predictor resizes
-/// with it, so the encoder sees exactly the reference's input.
-pub fn resize_like_pil(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
-    const BITS: u32 = 22;
-    // Per output index: first source index and fixed-point weights.
-    fn coeffs(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
-        let scale = in_size as f64 / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = filterscale; // bilinear support 1
-        (0..out_size)
-            .map(|xx| {
-                let center = (xx as f64 + 0.5) * scale;
-                let xmin = ((center - support + 0.5) as i64).max(0);
-                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
-                let ss = 1.0 / filterscale;
-                let w: Vec<f64> = (0..xmax)
-                    .map(|x| {
-                        let t = (((x + xmin) as f64 - center + 0.5) * ss).abs();
-                        if t < 1.0 { 1.0 - t } else { 0.0 }
-                    })
-                    .collect();
-                let sum: f64 = w.iter().sum();
-                let k = w
-                    .iter()
-                    .map(|&v| {
-                        let v = if sum != 0.0 { v / sum } else { v };
-                        let f = v * (1u64 << BITS) as f64;
-                        (if f < 0.0 { f - 0.5 } else { f + 0.5 }) as i64
-                    })
-                    .collect();
-                (xmin as usize, k)
-            })
-            .collect()
-    }
-    fn clip8(v: i64) -> u8 {
-        if v >= (1i64 << BITS) * 255 {
-            255
-        } else if v <= 0 {
-            0
-        } else {
-            (v >> BITS) as u8
-        }
-    }
-    let (sw, sh) = (rgb.width(), rgb.height());
-    let src = rgb.as_raw();
-    let (width, height) = (width.max(1), height.max(1));
-    let horizontal = if width != sw {
-        let cx = coeffs(sw, width);
-        let mut out = Vec::with_capacity((width * sh * 3) as usize);
-        for y in 0..sh as usize {
-            let row = &src[y * sw as usize * 3..(y + 1) * sw as usize * 3];
-            for (x0, k) in &cx {
-                for c in 0..3 {
-                    let s: i64 = k.iter().enumerate().map(|(i, &w)| row[(x0 + i) * 3 + c] as i64 * w).sum();
-                    out.push(clip8(s + (1 << (BITS - 1))));
-                }
-            }
-        }
-        out
-    } else {
-        src.to_vec()
-    };
-    let out = if height != sh {
-        let cy = coeffs(sh, height);
-        let stride = width as usize * 3;
-        let mut out = Vec::with_capacity(stride * height as usize);
-        for (y0, k) in &cy {
-            for i in 0..stride {
-                let s: i64 = k.iter().enumerate().map(|(j, &w)| horizontal[(y0 + j) * stride + i] as i64 * w).sum();
-                out.push(clip8(s + (1 << (BITS - 1))));
-            }
-        }
-        out
-    } else {
-        horizontal
-    };
-    RgbImage::from_raw(width, height, out).expect("buffer of the right size")
 }
 
 fn show(files: &[&Path]) -> String {
