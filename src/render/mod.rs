@@ -5,5 +5,6 @@ pub mod masks;
 pub mod overlay;
 pub mod raster;
 pub mod roi;
+pub mod templates;
 
 pub use raster::{render, Render};

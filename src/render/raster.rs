@@ -94,16 +94,38 @@ pub fn model_points(depth: &[f32], cam: &Camera, pose: &Pose, width: usize) -> V
         .collect()
 }
 
+/// Depth plus, per pixel, the index into `mesh.faces` of the visible triangle (`u32::MAX` where
+/// nothing was hit), for shading: the visible point's model coordinates ([`model_points`])
+/// and its triangle give the barycentric weights. Same depth test as [`render_depth`].
+pub fn render_depth_faces(mesh: &Mesh, cam: &Camera, pose: &Pose, width: usize, height: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut depth = vec![0.0f32; width * height];
+    let mut faces = vec![u32::MAX; width * height];
+    for_each_fragment_face(mesh, cam, pose, width, height, |i, z, f| {
+        let d = depth[i];
+        if d == 0.0 || z < d {
+            depth[i] = z;
+            faces[i] = f as u32;
+        }
+    });
+    (depth, faces)
+}
+
 /// Calls `frag(pixel_index, z_mm)` for every pixel centre covered by every triangle of the
 /// posed mesh (no depth test: the caller keeps the nearest). A pixel on an edge shared by two
 /// triangles of the same surface is reported for exactly one of them.
-pub fn for_each_fragment(
+pub fn for_each_fragment(mesh: &Mesh, cam: &Camera, pose: &Pose, width: usize, height: usize, mut frag: impl FnMut(usize, f32)) {
+    for_each_fragment_face(mesh, cam, pose, width, height, |i, z, _| frag(i, z));
+}
+
+/// As [`for_each_fragment`], also passing the index into `mesh.faces` of the triangle that
+/// produced the fragment: `frag(pixel_index, z_mm, face_index)`.
+pub fn for_each_fragment_face(
     mesh: &Mesh,
     cam: &Camera,
     pose: &Pose,
     width: usize,
     height: usize,
-    mut frag: impl FnMut(usize, f32),
+    mut frag: impl FnMut(usize, f32, usize),
 ) {
     if width == 0 || height == 0 {
         return;
@@ -120,7 +142,8 @@ pub fn for_each_fragment(
         .collect();
     let screen: Vec<Option<[i64; 2]>> = cam_pts.iter().map(|p| vp.snap_if_in_guard(p)).collect();
 
-    for f in &mesh.faces {
+    for (fi, f) in mesh.faces.iter().enumerate() {
+        let mut tri_frag = |i: usize, z: f32| frag(i, z, fi);
         let idx = [f[0] as usize, f[1] as usize, f[2] as usize];
         if idx.iter().any(|&i| i >= cam_pts.len()) {
             continue;
@@ -133,7 +156,7 @@ pub fn for_each_fragment(
         // most triangles of a dense mesh are tiny or off-screen.
         match (screen[idx[0]], screen[idx[1]], screen[idx[2]]) {
             (Some(a), Some(b), Some(c)) => {
-                vp.fill_triangle([a, b, c], || InvDepthPlane::new(&p, cam).map(|pl| (pl, z_range(&p))), &mut frag);
+                vp.fill_triangle([a, b, c], || InvDepthPlane::new(&p, cam).map(|pl| (pl, z_range(&p))), &mut tri_frag);
             }
             _ => {
                 // Rare: partly behind the near plane or projecting far outside the image.
@@ -144,7 +167,7 @@ pub fn for_each_fragment(
                 let snapped: Vec<[i64; 2]> = poly.iter().map(|q| vp.snap(q)).collect();
                 for k in 1..snapped.len() - 1 {
                     let setup = || InvDepthPlane::new(&p, cam).map(|pl| (pl, z_range(&poly)));
-                    vp.fill_triangle([snapped[0], snapped[k], snapped[k + 1]], setup, &mut frag);
+                    vp.fill_triangle([snapped[0], snapped[k], snapped[k + 1]], setup, &mut tri_frag);
                 }
             }
         }
@@ -533,6 +556,22 @@ mod tests {
         let mut hits = 0;
         for_each_fragment(&quad(100.0), &c, &at([0.0, 0.0, 500.0]), 640, 480, |_, _| hits += 1);
         assert_eq!(hits, 200 * 200);
+    }
+
+    #[test]
+    fn face_ids_name_the_visible_triangle() {
+        // Near triangle (face 1) over a far one (face 0) in one mesh; depth as render_depth.
+        let both = mesh(
+            vec![[-300.0, -300.0, 600.0], [300.0, -300.0, 600.0], [0.0, 300.0, 600.0], [-50.0, -50.0, 400.0], [50.0, -50.0, 400.0], [0.0, 50.0, 400.0]],
+            vec![[0, 1, 2], [3, 4, 5]],
+        );
+        let (c, id) = (cam(), Pose::identity());
+        let (depth, faces) = render_depth_faces(&both, &c, &id, 640, 480);
+        assert_eq!(depth, render_depth(&both, &c, &id, 640, 480));
+        assert_eq!(faces[240 * 640 + 320], 1);
+        assert_eq!(faces[240 * 640 + 395], 0);
+        assert_eq!(faces[0], u32::MAX);
+        assert!(depth.iter().zip(&faces).all(|(&z, &f)| (z > 0.0) == (f != u32::MAX)));
     }
 
     #[test]
