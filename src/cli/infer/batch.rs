@@ -31,6 +31,8 @@ struct Ctx<'a> {
     cam: &'a Path,
     cad: &'a Path,
     vis: Option<&'a Path>,
+    /// --output-dir: with the ISM, each frame's detection_ism.json goes there too.
+    output_dir: Option<&'a Path>,
     model_ms: f64,
 }
 
@@ -71,7 +73,7 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
         max_instances: args.max_instances as usize,
         device,
     };
-    let pipeline = Pipeline::with_segmenter(options, args.segmenter.load(device)?);
+    let pipeline = args.stages.build(options)?;
     let ctx = Ctx {
         cameras,
         model,
@@ -81,6 +83,7 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
         cam: &cam,
         cad,
         vis: args.vis.as_deref(),
+        output_dir: args.output_dir.as_deref(),
         model_ms,
     };
     for dir in [args.output_dir.as_deref(), args.vis.as_deref()].into_iter().flatten() {
@@ -215,6 +218,12 @@ fn process(f: &FrameInput, ctx: &Ctx) -> Outcome {
         let est = ctx.pipeline.estimate(&frame, &ctx.model)?;
         let mut out = io::results::estimate_json(&est, &ctx.model.name, &frame, &ctx.pipeline.name(), &ctx.device);
         out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(ctx.model_ms)}));
+        if let (Some(dir), Some(_)) = (ctx.output_dir, &est.ism) {
+            // SAM-6D's detection_ism.json of this frame, with the BOP ids when the frame has them.
+            let path = dir.join(format!("{}_detection_ism.json", f.name));
+            super::write_ism_json(&path, &est, f.scene_id, f.im_id, ctx.obj_id)?;
+            out.insert("detection_ism".into(), json!(path));
+        }
         if let Some(dir) = ctx.vis {
             let path = vis_path(dir, f);
             // The overlay helper writes by extension: draw to a .tmp.png, then rename.

