@@ -11,7 +11,7 @@
 //! (default 3) after one untimed run.
 mod common;
 
-use common::arg;
+use common::{arg, string_arg};
 use sam6d::device::Device;
 use sam6d::pipeline::ism::dinov2::{DinoKind, Dinov2, Dinov2Config};
 use sam6d::pipeline::ism::{descriptors, Ism, IsmConfig};
@@ -25,25 +25,14 @@ use std::time::Instant;
 
 const EXAMPLE: &str = "../shared/testdata/sam6d-example";
 
-fn string_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 fn time_runs<T>(device: Device, runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
     let mut last = f();
-    sync(device);
+    common::sync(device.tch());
     let ms = (0..runs)
         .map(|_| {
             let t = Instant::now();
             last = f();
-            sync(device);
+            common::sync(device.tch());
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();

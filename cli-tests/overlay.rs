@@ -1,7 +1,7 @@
 //! `sam6d infer --overlay`: the picture is SAM-6D's vis_pem.png layout (input | drawing), and
 //! what is drawn lands on the object: checked against the official reference picture and
 //! against a ground-truth rendering.
-use super::{example_dir, parse_pose, s, sam6d, stderr};
+use super::{convex_hull, example_dir, parse_pose, s, sam6d, stderr};
 use image::RgbImage;
 use sam6d::geometry::{Mesh, Pose};
 use sam6d::io::Camera;
@@ -57,29 +57,6 @@ fn point_pixels(changed: &[(u32, u32, [u8; 3])], mesh: &Mesh, cam: &Camera, pose
         .map(|&(x, y, _)| [x as f64, y as f64])
         .filter(|&p| BOX_EDGES.iter().all(|&(i, j)| seg_dist(p, corners[i], corners[j]) > 3.0))
         .collect()
-}
-
-/// Convex hull (Andrew's monotone chain), counter-clockwise in image coordinates.
-fn convex_hull(mut pts: Vec<[f64; 2]>) -> Vec<[f64; 2]> {
-    pts.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
-    pts.dedup();
-    if pts.len() < 3 {
-        return pts;
-    }
-    let cross = |o: [f64; 2], a: [f64; 2], b: [f64; 2]| (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
-    let mut hull: Vec<[f64; 2]> = Vec::new();
-    for pass in 0..2 {
-        let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &[f64; 2]>> = if pass == 0 { Box::new(pts.iter()) } else { Box::new(pts.iter().rev()) };
-        for &p in iter {
-            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
-                hull.pop();
-            }
-            hull.push(p);
-        }
-        hull.pop();
-    }
-    hull
 }
 
 /// Inside the hull, or within `margin` px of it.

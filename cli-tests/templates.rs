@@ -1,6 +1,6 @@
 //! `sam6d templates` and the template renderer: masks against analytic silhouettes, model
 //! coordinates against the poses, the files SAM-6D's ISM/PEM would read.
-use super::{example_dir, expect_error, s, sam6d, stderr};
+use super::{convex_hull, example_dir, expect_error, s, sam6d, stderr};
 use sam6d::geometry::{Mesh, Pose, Vec3};
 use sam6d::render::templates::{self, SIZE, VIEWS};
 use serde_json::Value;
@@ -20,25 +20,6 @@ fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> Mesh {
 fn project(pose: &Pose, p: &Vec3) -> [f64; 2] {
     let q = pose.apply(&p.cast::<f64>());
     templates::camera().project([q.x, q.y, q.z])
-}
-
-/// Convex hull (counter-clockwise in image coordinates with y down: monotone chain).
-fn convex_hull(mut pts: Vec<[f64; 2]>) -> Vec<[f64; 2]> {
-    pts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let cross = |o: [f64; 2], a: [f64; 2], b: [f64; 2]| (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
-    let mut hull: Vec<[f64; 2]> = Vec::new();
-    for pass in 0..2 {
-        let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &[f64; 2]>> = if pass == 0 { Box::new(pts.iter()) } else { Box::new(pts.iter().rev()) };
-        for &p in iter {
-            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0 {
-                hull.pop();
-            }
-            hull.push(p);
-        }
-        hull.pop();
-    }
-    hull
 }
 
 /// Signed distance (px) of `p` to the convex polygon's boundary: positive inside.

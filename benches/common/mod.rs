@@ -1,4 +1,5 @@
-//! What the benches share: command-line arguments.
+//! What the benches share: command-line arguments, and waiting for CUDA before reading a clock.
+#![allow(dead_code)] // each bench uses its own subset
 
 /// `--name value` from the command line (cargo adds `--bench`, which is ignored).
 pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -12,5 +13,18 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
             }
         },
         None => default,
+    }
+}
+
+/// `--name value` as a string, when given.
+pub fn string_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Waits for the device's queued work (CUDA runs asynchronously), so that times are real.
+pub fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
     }
 }
