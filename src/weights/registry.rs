@@ -7,6 +7,7 @@
 //! variant and one arm in each `match` below.
 use super::{DType, TensorInfo};
 use crate::pipeline::ism::dinov2::{self, DinoKind, Dinov2, Dinov2Config};
+use crate::pipeline::pem::model::{self as pem, Pem, PemConfig};
 use crate::pipeline::segment::sam::model::{Sam, SamKind};
 use std::fmt;
 use tch::Device;
@@ -33,6 +34,9 @@ pub enum Network {
     /// DINOv2 ViT-G/14 (`dinov2_vitg14_pretrain.pth`; SwiGLU FFN).
     #[value(name = "dinov2-vitg14")]
     Dinov2VitG14,
+    /// SAM-6D's Pose Estimation Model (`sam-6d-pem-base.pth`).
+    #[value(name = "sam6d-pem-base")]
+    PemBase,
 }
 
 /// One file of a network's weights: the name prefixes it holds.
@@ -45,15 +49,17 @@ pub struct Part {
 const SAM_PREFIXES: &[&str] = &["image_encoder.", "prompt_encoder.", "mask_decoder."];
 const SAM_ONE_FILE: &[Part] = &[Part { name: "checkpoint", prefixes: SAM_PREFIXES }];
 const DINOV2_ONE_FILE: &[Part] = &[Part { name: "checkpoint", prefixes: dinov2::PREFIXES }];
+const PEM_ONE_FILE: &[Part] = &[Part { name: "checkpoint", prefixes: pem::PREFIXES }];
 
 /// The model that loads a network's weights.
 enum Model {
     Sam(SamKind),
     Dinov2(DinoKind),
+    Pem,
 }
 
 impl Network {
-    pub const ALL: [Network; 8] = [
+    pub const ALL: [Network; 9] = [
         Network::SamVitB,
         Network::SamVitL,
         Network::SamVitH,
@@ -62,6 +68,7 @@ impl Network {
         Network::Dinov2VitB14,
         Network::Dinov2VitL14,
         Network::Dinov2VitG14,
+        Network::PemBase,
     ];
 
     /// The name on the command line (`--as sam-vit-h`, `--segmenter sam-vit-h`, `--as dinov2-vitl14`).
@@ -72,6 +79,7 @@ impl Network {
             Model::Dinov2(DinoKind::VitB14) => "dinov2-vitb14",
             Model::Dinov2(DinoKind::VitL14) => "dinov2-vitl14",
             Model::Dinov2(DinoKind::VitG14) => "dinov2-vitg14",
+            Model::Pem => "sam6d-pem-base",
         }
     }
 
@@ -86,6 +94,7 @@ impl Network {
             Network::Dinov2VitB14 => Model::Dinov2(DinoKind::VitB14),
             Network::Dinov2VitL14 => Model::Dinov2(DinoKind::VitL14),
             Network::Dinov2VitG14 => Model::Dinov2(DinoKind::VitG14),
+            Network::PemBase => Model::Pem,
         }
     }
 
@@ -95,6 +104,7 @@ impl Network {
             Network::SamVitB | Network::SamVitL | Network::SamVitH => SAM_ONE_FILE,
             Network::SamTiny => &[Part { name: "encoder", prefixes: &["image_encoder."] }, Part { name: "decoder", prefixes: &["prompt_encoder.", "mask_decoder."] }],
             Network::Dinov2VitS14 | Network::Dinov2VitB14 | Network::Dinov2VitL14 | Network::Dinov2VitG14 => DINOV2_ONE_FILE,
+            Network::PemBase => PEM_ONE_FILE,
         }
     }
 
@@ -109,6 +119,11 @@ impl Network {
                 Dinov2::new(&vs.root(), &Dinov2Config::of(k));
                 vs.variables()
             }
+            Model::Pem => {
+                let vs = tch::nn::VarStore::new(Device::Cpu);
+                Pem::new(&vs.root(), &PemConfig::base());
+                vs.variables()
+            }
         });
         let mut out: Vec<TensorInfo> = variables
             .into_iter()
@@ -116,6 +131,15 @@ impl Network {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Tensors a file may lack without being wrong: the PEM's BatchNorm `num_batches_tracked`,
+    /// which SAM-6D's loader tolerates missing (none for the other networks).
+    pub fn tolerated_missing(self, name: &str) -> bool {
+        match self.model() {
+            Model::Pem => pem::tolerated_missing(name),
+            Model::Sam(_) | Model::Dinov2(_) => false,
+        }
     }
 
     /// The network a file's tensors are for, from tell-tale names and shapes; None if none fits.
@@ -145,6 +169,10 @@ impl Network {
         }
         if !tensors.is_empty() && tensors.iter().all(|t| t.name.starts_with("prompt_encoder.") || t.name.starts_with("mask_decoder.")) {
             return Some(Network::SamTiny);
+        }
+        // SAM-6D's PEM: its four top-level modules.
+        if tensors.iter().any(|t| t.name.starts_with("coarse_point_matching.") || t.name.starts_with("feature_extraction.rgb_net.")) {
+            return Some(Network::PemBase);
         }
         // DINOv2 (names without a prefix): ViT blocks, `pos_embed` and a 14×14 patch embedding
         // (timm ViTs such as MAE's ViT-B/16 share the names but not the patch size); the size
@@ -209,7 +237,7 @@ mod tests {
     fn expected_tensors_cover_every_part() {
         // sam-tiny and sam-vit-b are cheap to build (vit-h is checked against the official
         // manifest in cli-tests/weights.rs).
-        for net in [Network::SamTiny, Network::SamVitB, Network::Dinov2VitS14] {
+        for net in [Network::SamTiny, Network::SamVitB, Network::Dinov2VitS14, Network::PemBase] {
             let exp = net.expected();
             assert!(exp.iter().all(|t| net.parts().iter().any(|p| p.prefixes.iter().any(|pre| t.name.starts_with(pre)))));
             for part in net.parts() {
