@@ -43,6 +43,10 @@ fn sam6d_pipeline_without_dinov2_weights_names_the_file_and_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(&example_args(&e), &["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--weights-dir", s(dir.path())]);
     expect_error(&o, 1, &["dinov2_vitl14.safetensors", "sam6d weights convert dinov2_vitl14_pretrain.pth"]);
+    // DINOv2 there, the PEM's weights not: named, with the command that makes them.
+    write_random_dinov2_vits14(&dir.path().join("dinov2_vits14.safetensors"));
+    let o = run(&example_args(&e), &["--pipeline", "sam6d", "--dinov2", "vits14", "--segmenter", "sam-tiny", "--weights-dir", s(dir.path())]);
+    expect_error(&o, 1, &["sam6d_pem_base.safetensors", "sam6d weights convert sam-6d-pem-base.pth", "--pose-stage geometric"]);
     // --segmenter none cannot feed the ISM: a usage mistake, said plainly.
     let o = run(&example_args(&e), &["--pipeline", "sam6d", "--segmenter", "none", "--weights-dir", s(dir.path())]);
     expect_error(&o, 1, &["--segmenter none"]);
@@ -66,7 +70,7 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     let cache = dir.path().join("cache");
     let out_dir = dir.path().join("out");
     let ism_png = dir.path().join("ism.png");
-    let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14"];
+    let flags = ["--pipeline", "sam6d", "--pose-stage", "geometric", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14"];
     let mut extra: Vec<&str> = flags.to_vec();
     extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir), "--ism-overlay", s(&ism_png), "-v"]);
     let o = run(&example_args(&e), &extra);
@@ -75,6 +79,7 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     let results = out_dir.join("sam6d_results");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pose.json")).unwrap()).unwrap();
     assert_eq!(v["pipeline"], "sam-tiny+ism-dinov2_vits14+geometric");
+    assert!(!results.join("detection_pem.json").exists(), "no PEM, no detection_pem.json");
     for stage in ["segment_encoder", "segment_decoder", "ism_templates", "ism", "ppf_voting", "total"] {
         assert!(v["timings_ms"][stage].as_f64().is_some(), "timings_ms.{stage} missing: {}", v["timings_ms"]);
     }
@@ -137,4 +142,58 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     assert!(stderr(&o).contains("from the cache"), "{}", stderr(&o));
     let again: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("again.json")).unwrap()).unwrap();
     assert_eq!(again["ism"], v["ism"], "cached descriptors give the same scores");
+}
+
+/// The whole SAM-6D chain at random weights (sam-tiny, ISM with ViT-S, PEM): detection_pem.json
+/// in SAM-6D's layout with proper rotations, scores = pose score × ISM score, and the answer's
+/// poses are its best, without duplicates.
+#[test]
+fn sam6d_pipeline_with_the_pem_at_random_weights() {
+    let Some(e) = example_dir() else {
+        eprintln!("skipped: ../shared/testdata/sam6d-example is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let weights = weights_with_random_dinov2(dir.path());
+    {
+        use sam6d::pipeline::pem::model::{Pem, PemConfig, FILE_NAME};
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = tch::no_grad(|| Pem::new(&vs.root(), &PemConfig::base()));
+        let vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+        tch::Tensor::write_safetensors(&vars, weights.join(FILE_NAME)).unwrap();
+    }
+    let out_dir = dir.path().join("out");
+    let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14", "--max-instances", "3"];
+    let mut extra: Vec<&str> = flags.to_vec();
+    let cache = dir.path().join("cache");
+    extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir)]);
+    let o = run(&example_args(&e), &extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results = out_dir.join("sam6d_results");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pose.json")).unwrap()).unwrap();
+    assert_eq!(v["pipeline"], "sam-tiny+ism-dinov2_vits14+pem");
+    for stage in ["ism", "pem_templates", "pem", "total"] {
+        assert!(v["timings_ms"][stage].as_f64().is_some(), "timings_ms.{stage} missing: {}", v["timings_ms"]);
+    }
+    let ism: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(results.join("detection_ism.json")).unwrap()).unwrap();
+    let pem: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pem.json")).unwrap()).unwrap();
+    // SAM-6D's det_score_thresh 0.2 (the default with the PEM) picks the detections posed.
+    let posed: Vec<&Value> = ism.iter().filter(|d| d["score"].as_f64().unwrap() > 0.2).collect();
+    assert!(!pem.is_empty() && pem.len() <= posed.len(), "{} posed of {} detections", pem.len(), posed.len());
+    for p in &pem {
+        let det = posed.iter().find(|d| d["segmentation"] == p["segmentation"]).expect("the record of an ISM detection");
+        assert_eq!(det["bbox"], p["bbox"]);
+        let (score, ism_score) = (p["score"].as_f64().unwrap(), det["score"].as_f64().unwrap());
+        assert!((0.0..=ism_score + 1e-6).contains(&score), "pose score × ISM score: {score} vs {ism_score}");
+        let r: Vec<Vec<f64>> = serde_json::from_value(p["R"].clone()).unwrap();
+        let r = nalgebra::Matrix3::from_fn(|i, j| r[i][j]);
+        assert!((r.transpose() * r - nalgebra::Matrix3::identity()).abs().max() < 1e-4 && (r.determinant() - 1.0).abs() < 1e-4, "R is a rotation: {r}");
+        let t: Vec<f64> = serde_json::from_value(p["t"].clone()).unwrap();
+        assert!(t.len() == 3 && t.iter().all(|x| x.is_finite()));
+    }
+    // The answer: the best poses, best first, at most --max-instances.
+    let scores: Vec<f64> = v["pose_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(!scores.is_empty() && scores.len() <= 3 && scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let best = pem.iter().map(|p| p["score"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    assert!((scores[0] - best).abs() < 1e-5, "{} vs {best}", scores[0]);
 }

@@ -300,7 +300,7 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     tracing::info!("model {} ready: diameter {:.1} mm, {:.0} ms", model.name, model.diameter, model_ms);
 
     let t2 = Instant::now();
-    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh), max_instances: args.max_instances as usize, device };
+    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device };
     let pipeline = args.stages.build(options)?;
     anyhow::ensure!(args.ism_overlay.is_none() || pipeline.has_segmenter(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
     anyhow::ensure!(args.ism_json.is_none() || pipeline.has_ism(), "--ism-json writes the ISM's detections: it needs --pipeline sam6d");
@@ -396,14 +396,28 @@ fn write_ism_overlay(path: &Path, frame: &Frame, est: &sam6d::pipeline::Estimate
 /// Ids as its custom script (scene 0, image 0, category 1) unless a BOP scene and object id
 /// give them.
 pub(crate) fn write_ism_json(path: &Path, est: &sam6d::pipeline::Estimate, scene_id: Option<i64>, image_id: Option<i64>, category_id: Option<i64>) -> anyhow::Result<()> {
-    use sam6d::io::detections::{to_json, IsmRecord};
+    use sam6d::io::detections::{to_json, IsmRecord, PemRecord};
     let (Some(scores), Some(proposals)) = (&est.ism, &est.proposals) else { return Ok(()) };
-    let records: Vec<IsmRecord> = scores.iter().map(|s| IsmRecord::new(&proposals[s.index], s.score, scene_id.unwrap_or(0), image_id.unwrap_or(0), category_id.unwrap_or(1))).collect();
+    let record = |index: usize, score: f32| IsmRecord::new(&proposals[index], score, scene_id.unwrap_or(0), image_id.unwrap_or(0), category_id.unwrap_or(1));
+    let records: Vec<IsmRecord> = scores.iter().map(|s| record(s.index, s.score)).collect();
+    write_atomically(path, &to_json(&records))?;
+    // With the PEM, SAM-6D's detection_pem.json beside it: every detection it posed.
+    if let Some(poses) = &est.pem {
+        let records: Vec<PemRecord> =
+            poses.iter().map(|p| PemRecord { detection: record(p.index, p.score), r: p.pose.rotation_rows(), t: p.pose.translation_array() }).collect();
+        let name = path.file_name().map(|n| n.to_string_lossy().replace("detection_ism", "detection_pem")).filter(|n| n.contains("detection_pem")).unwrap_or_else(|| "detection_pem.json".into());
+        write_atomically(&path.with_file_name(name), &to_json(&records))?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it: never half a file.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, to_json(&records)).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 

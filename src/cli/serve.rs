@@ -71,9 +71,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8000, env = "SAM6D_PORT", help_heading = "Network")]
     port: u16,
 
-    /// Default pose-score threshold; a request's 'det_score_thresh' overrides it.
-    #[arg(long, default_value_t = 0.4, value_parser = super::parse_unit_interval)]
-    det_score_thresh: f32,
+    /// Default score threshold; a request's 'det_score_thresh' overrides it. [default: 0.4 on
+    /// the geometric stage's verification scores; 0.2 on ISM scores with --pipeline sam6d and
+    /// the PEM, as SAM-6D]
+    #[arg(long, value_parser = super::parse_unit_interval)]
+    det_score_thresh: Option<f32>,
 
     /// Return at most this many instances per request, best first.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -153,7 +155,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{} model(s) ready in {:.0} ms", models.len(), t0.elapsed().as_secs_f64() * 1e3);
         models
     };
-    let options = Options { det_score_thresh: args.det_score_thresh, max_instances: args.max_instances as usize, device };
+    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device };
     let pipeline = if args.bench_noop { Pipeline::new(options.clone()) } else { args.stages.build(options.clone())? };
     // Template descriptors now (from the cache when it has them), so that no request waits.
     for model in &models {

@@ -3,7 +3,9 @@
 use sam6d::device::Device;
 use sam6d::pipeline::ism::dinov2::DinoKind;
 use sam6d::pipeline::ism::score::Mode;
+use anyhow::Context;
 use sam6d::pipeline::ism::{cache, Ism, IsmConfig};
+use sam6d::pipeline::pem::model::{self as pem_model, Pem};
 use sam6d::pipeline::segment::sam::automatic::AmgConfig;
 use sam6d::pipeline::segment::segmenter::{weights_dir, Precision, Segmenter, SegmenterKind};
 use sam6d::pipeline::{Options, Pipeline};
@@ -47,6 +49,15 @@ pub enum IsmMode {
     Reference,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoseStage {
+    /// SAM-6D's Pose Estimation Model (two-stage point matching); needs its weights.
+    Pem,
+    /// The weights-free geometric search (PPF voting, ICP, verification) inside the ISM's
+    /// detections, with a whole-image fallback.
+    Geometric,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct StageArgs {
     /// geometric: weights-free (PPF voting, ICP, verification), runs anywhere. sam6d: SAM-6D's
@@ -87,6 +98,14 @@ pub struct StageArgs {
     #[arg(long, value_enum, value_name = "NAME", default_value_t = DinoArg::Vitl14)]
     pub dinov2: DinoArg,
 
+    /// With --pipeline sam6d, what turns the ISM's detections into poses: pem (SAM-6D's Pose
+    /// Estimation Model; weights WEIGHTS/sam6d_pem_base.safetensors from `sam6d weights convert
+    /// sam-6d-pem-base.pth`) or geometric (weights-free search inside the detections). The
+    /// PEM's score is its pose score × the ISM score; --det-score-thresh picks which ISM
+    /// detections get a pose (SAM-6D: 0.2).
+    #[arg(long, value_enum, value_name = "STAGE", default_value_t = PoseStage::Pem)]
+    pub pose_stage: PoseStage,
+
     /// fixed, or reference: reproduce the reference ISM's scoring quirks for comparisons.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = IsmMode::Fixed)]
     pub ism_mode: IsmMode,
@@ -99,6 +118,12 @@ pub struct StageArgs {
 }
 
 impl StageArgs {
+    /// The threshold when the user gives none: SAM-6D's 0.2 on ISM scores when the PEM makes
+    /// the poses, else the geometric stage's 0.4 on verification scores.
+    pub fn default_det_score_thresh(&self) -> f32 {
+        if self.pipeline == PipelineKind::Sam6d && self.pose_stage == PoseStage::Pem { 0.2 } else { Options::default().det_score_thresh }
+    }
+
     /// The pipeline these flags describe, its networks loaded (logged with their load time).
     pub fn build(&self, options: Options) -> anyhow::Result<Pipeline> {
         let device = options.device;
@@ -125,8 +150,18 @@ impl StageArgs {
                 let config = IsmConfig { dino: self.dinov2.kind(), mode };
                 let ism = Ism::load(&dir, config, device)?;
                 tracing::info!("ISM ({}) loaded in {:.0} ms", config.dino.model_name(), t0.elapsed().as_secs_f64() * 1e3);
+                let pem = match self.pose_stage {
+                    PoseStage::Geometric => None,
+                    PoseStage::Pem => {
+                        let t0 = std::time::Instant::now();
+                        let pem = Pem::load(&dir.join(pem_model::FILE_NAME), device.tch())
+                            .context("the PEM turns detections into poses (--pose-stage geometric runs without it)")?;
+                        tracing::info!("PEM loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
+                        Some(pem)
+                    }
+                };
                 let segmenter = self.load_segmenter(kind, device)?.expect("a segmenter other than none loads or fails");
-                Ok(Pipeline::sam6d(options, segmenter, ism, cache::cache_dir(self.cache_dir.as_deref())))
+                Ok(Pipeline::sam6d(options, segmenter, ism, pem, cache::cache_dir(self.cache_dir.as_deref())))
             }
         }
     }

@@ -21,6 +21,17 @@ pub struct IsmRecord {
     pub segmentation: Rle,
 }
 
+/// One pose in SAM-6D's `detection_pem.json`: the ISM record with `score` replaced by the
+/// pose score (PEM pose score × ISM score) and the pose added: `R` (rows), `t` (mm).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PemRecord {
+    #[serde(flatten)]
+    pub detection: IsmRecord,
+    #[serde(rename = "R")]
+    pub r: [[f64; 3]; 3],
+    pub t: [f64; 3],
+}
+
 /// COCO's uncompressed run-length encoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rle {
@@ -80,7 +91,7 @@ pub fn decode_rle(rle: &Rle) -> Result<Vec<bool>, String> {
 }
 
 /// The file's text: a JSON list without indentation, as the reference's `json.dump` writes it.
-pub fn to_json(records: &[IsmRecord]) -> String {
+pub fn to_json<T: Serialize>(records: &[T]) -> String {
     serde_json::to_string(records).expect("records serialise")
 }
 

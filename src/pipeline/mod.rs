@@ -8,6 +8,7 @@
 //! plug in behind the same call.
 pub mod geometric;
 pub mod ism;
+pub mod pem;
 pub mod segment;
 mod model;
 
@@ -19,6 +20,8 @@ use crate::io::{Camera, DepthMm};
 use image::RgbImage;
 use ism::score::IsmScores;
 use ism::{Ism, ObjectTemplates};
+use pem::model::Pem;
+use pem::stage::{ObjectPemData, PemPose};
 use segment::{Proposal, Segmenter};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -86,6 +89,9 @@ pub struct Estimate {
     /// The ISM's scores of the proposals it kept (semantic score above 0.2), in proposal order;
     /// `None` without the ISM.
     pub ism: Option<Vec<IsmScores>>,
+    /// The PEM's pose of every detection it was given (ISM order; `poses` holds the best,
+    /// duplicates removed); `None` without the PEM.
+    pub pem: Option<Vec<PemPose>>,
     pub search: Search,
 }
 
@@ -135,6 +141,9 @@ struct Neural {
     ism: Option<Ism>,
     /// Template descriptors per object name, made on first use (or by [`Pipeline::prepare`]).
     templates: HashMap<String, ObjectTemplates>,
+    /// SAM-6D's pose network, and its per-object template features (made like `templates`).
+    pem: Option<Pem>,
+    pem_data: HashMap<String, ObjectPemData>,
 }
 
 impl Pipeline {
@@ -144,15 +153,17 @@ impl Pipeline {
 
     pub fn with_segmenter(options: Options, segmenter: Option<Segmenter>) -> Pipeline {
         let name = segmenter.as_ref().map_or("geometric".into(), |s| format!("{}+geometric", s.kind));
-        let neural = segmenter.map(|segmenter| Mutex::new(Neural { segmenter, last: None, ism: None, templates: HashMap::new() }));
+        let neural = segmenter.map(|segmenter| Mutex::new(Neural { segmenter, last: None, ism: None, templates: HashMap::new(), pem: None, pem_data: HashMap::new() }));
         Pipeline { options, neural, name, cache_dir: None, has_ism: false }
     }
 
-    /// SAM-6D's front half: the segmenter's proposals scored by the ISM, whose picks the
-    /// geometric stage searches. Template descriptors are cached in `cache_dir`.
-    pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, cache_dir: Option<PathBuf>) -> Pipeline {
-        let name = format!("{}+ism-{}+geometric", segmenter.kind, ism.config().dino.model_name());
-        let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new() });
+    /// SAM-6D: the segmenter's proposals scored by the ISM; the poses of its detections from
+    /// the PEM, or, without it, from the geometric stage searching inside them. Template
+    /// descriptors are cached in `cache_dir`.
+    pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, pem: Option<Pem>, cache_dir: Option<PathBuf>) -> Pipeline {
+        let pose_stage = if pem.is_some() { "pem" } else { "geometric" };
+        let name = format!("{}+ism-{}+{pose_stage}", segmenter.kind, ism.config().dino.model_name());
+        let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new(), pem, pem_data: HashMap::new() });
         Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true }
     }
 
@@ -177,6 +188,7 @@ impl Pipeline {
             if n.ism.is_some() {
                 n.templates_of(model, self.cache_dir.as_deref())?;
             }
+            n.pem_data_of(model)?;
         }
         Ok(())
     }
@@ -202,6 +214,28 @@ impl Pipeline {
                 let scores = ism.detect(frame, &proposals, templates)?;
                 timings.push(("ism_templates", t_templates));
                 timings.push(("ism", t1.elapsed().as_secs_f64() * 1e3));
+                if n.pem.is_some() {
+                    let t2 = Instant::now();
+                    n.pem_data_of(model)?;
+                    timings.push(("pem_templates", t2.elapsed().as_secs_f64() * 1e3));
+                    let t3 = Instant::now();
+                    // SAM-6D's det_score_thresh: which ISM detections get a pose.
+                    let detections: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > options.det_score_thresh).map(|s| (s.index, s.score)).collect();
+                    let (pem, data) = (n.pem.as_ref().expect("checked above"), &n.pem_data[&model.name]);
+                    let all = pem::stage::estimate(pem, data, frame, &proposals, &detections);
+                    timings.push(("pem", t3.elapsed().as_secs_f64() * 1e3));
+                    let best = best_poses(&all, &proposals, options.max_instances);
+                    timings.push(("total", started.elapsed().as_secs_f64() * 1e3));
+                    return Ok(Estimate {
+                        poses: best.iter().map(|p| PoseEstimate { pose: p.pose, score: p.score }).collect(),
+                        timings,
+                        selected: best.iter().map(|p| p.index).collect(),
+                        proposals: Some(proposals),
+                        ism: Some(scores),
+                        pem: Some(all),
+                        search: Search::Proposals,
+                    });
+                }
                 let kept = ism::select(&scores, &proposals, options.max_instances);
                 let selection = (!kept.is_empty()).then(|| geometric::proposals::region(&proposals, kept, w, h));
                 (proposals, timings, selection, Some(scores))
@@ -239,6 +273,24 @@ impl Pipeline {
     }
 }
 
+/// The PEM's poses to answer with: best score first, one per object (a detection whose box
+/// overlaps a better one's by IoU > 0.25 is the same object: SAM-6D keeps such duplicates, Q20),
+/// at most `max`.
+fn best_poses(all: &[PemPose], proposals: &[Proposal], max: usize) -> Vec<PemPose> {
+    let mut order: Vec<&PemPose> = all.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<PemPose> = Vec::new();
+    for p in order {
+        if kept.len() == max {
+            break;
+        }
+        if kept.iter().all(|k| ism::box_iou(&proposals[k.index].bbox, &proposals[p.index].bbox) <= ism::NMS_IOU) {
+            kept.push(*p);
+        }
+    }
+    kept
+}
+
 impl Neural {
     /// The segmenter's proposals for `rgb`, from the one-frame cache when it is the same image
     /// (then the segmenter stages are timed as 0).
@@ -257,6 +309,19 @@ impl Neural {
             }
         };
         Ok((proposals, vec![("segment_encoder", t.encoder_ms), ("segment_decoder", t.decoder_ms), ("segment_postprocess", t.postprocess_ms)]))
+    }
+
+    /// Makes the object's PEM template features unless made already; a no-op without the PEM.
+    fn pem_data_of(&mut self, model: &ObjectModel) -> anyhow::Result<()> {
+        if let Some(pem) = &self.pem {
+            if !self.pem_data.contains_key(&model.name) {
+                let t0 = Instant::now();
+                let data = pem::stage::object_data(pem, model)?;
+                tracing::info!("PEM templates of {} ready in {:.0} ms", model.name, t0.elapsed().as_secs_f64() * 1e3);
+                self.pem_data.insert(model.name.clone(), data);
+            }
+        }
+        Ok(())
     }
 
     /// Makes the object's template descriptors unless this pipeline already has them.

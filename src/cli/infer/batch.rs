@@ -69,7 +69,7 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
     let model = ObjectModel::load(cad, args.cad_unit)?;
     let model_ms = t0.elapsed().as_secs_f64() * 1e3;
     let options = Options {
-        det_score_thresh: args.det_score_thresh.unwrap_or(Options::default().det_score_thresh),
+        det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()),
         max_instances: args.max_instances as usize,
         device,
     };

@@ -192,7 +192,7 @@ pub fn select(scores: &[IsmScores], proposals: &[Proposal], max: usize) -> Vec<u
 }
 
 /// IoU of two boxes with inclusive max corners (SAM's).
-fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+pub(crate) fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let area = |r: &[f32; 4]| (r[2] - r[0] + 1.0).max(0.0) * (r[3] - r[1] + 1.0).max(0.0);
     let iw = (a[2].min(b[2]) - a[0].max(b[0]) + 1.0).max(0.0);
     let ih = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
