@@ -163,7 +163,7 @@ fn sam6d_pipeline_with_the_pem_at_random_weights() {
         tch::Tensor::write_safetensors(&vars, weights.join(FILE_NAME)).unwrap();
     }
     let out_dir = dir.path().join("out");
-    let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14", "--max-instances", "3"];
+    let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14", "--max-instances", "3", "--refine", "icp"];
     let mut extra: Vec<&str> = flags.to_vec();
     let cache = dir.path().join("cache");
     extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir)]);
@@ -172,7 +172,7 @@ fn sam6d_pipeline_with_the_pem_at_random_weights() {
     let results = out_dir.join("sam6d_results");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pose.json")).unwrap()).unwrap();
     assert_eq!(v["pipeline"], "sam-tiny+ism-dinov2_vits14+pem");
-    for stage in ["ism", "pem_templates", "pem", "total"] {
+    for stage in ["ism", "pem_templates", "pem", "refine_icp", "total"] {
         assert!(v["timings_ms"][stage].as_f64().is_some(), "timings_ms.{stage} missing: {}", v["timings_ms"]);
     }
     let ism: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(results.join("detection_ism.json")).unwrap()).unwrap();

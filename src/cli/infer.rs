@@ -300,7 +300,7 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     tracing::info!("model {} ready: diameter {:.1} mm, {:.0} ms", model.name, model.diameter, model_ms);
 
     let t2 = Instant::now();
-    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device };
+    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device, refine_icp: args.stages.refine_icp() };
     let pipeline = args.stages.build(options)?;
     anyhow::ensure!(args.ism_overlay.is_none() || pipeline.has_segmenter(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
     anyhow::ensure!(args.ism_json.is_none() || pipeline.has_ism(), "--ism-json writes the ISM's detections: it needs --pipeline sam6d");

@@ -155,7 +155,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("{} model(s) ready in {:.0} ms", models.len(), t0.elapsed().as_secs_f64() * 1e3);
         models
     };
-    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device };
+    let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device, refine_icp: args.stages.refine_icp() };
     let pipeline = if args.bench_noop { Pipeline::new(options.clone()) } else { args.stages.build(options.clone())? };
     // Template descriptors now (from the cache when it has them), so that no request waits.
     for model in &models {

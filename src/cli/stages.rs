@@ -58,6 +58,14 @@ pub enum PoseStage {
     Geometric,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Refine {
+    None,
+    /// The geometric stage's ICP against the depth, kept when render-and-compare verification
+    /// agrees at least as well as before.
+    Icp,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct StageArgs {
     /// geometric: weights-free (PPF voting, ICP, verification), runs anywhere. sam6d: SAM-6D's
@@ -106,6 +114,10 @@ pub struct StageArgs {
     #[arg(long, value_enum, value_name = "STAGE", default_value_t = PoseStage::Pem)]
     pub pose_stage: PoseStage,
 
+    /// With the PEM: polish its poses against the measured depth (icp), or not (none, as SAM-6D).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Refine::None)]
+    pub refine: Refine,
+
     /// fixed, or reference: reproduce the reference ISM's scoring quirks for comparisons.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = IsmMode::Fixed)]
     pub ism_mode: IsmMode,
@@ -118,6 +130,10 @@ pub struct StageArgs {
 }
 
 impl StageArgs {
+    pub fn refine_icp(&self) -> bool {
+        self.refine == Refine::Icp
+    }
+
     /// The threshold when the user gives none: SAM-6D's 0.2 on ISM scores when the PEM makes
     /// the poses, else the geometric stage's 0.4 on verification scores.
     pub fn default_det_score_thresh(&self) -> f32 {

@@ -59,11 +59,13 @@ pub struct Options {
     /// At most this many instances are returned, best first.
     pub max_instances: usize,
     pub device: Device,
+    /// Polish the PEM's poses with the geometric stage's ICP against the depth (`--refine icp`).
+    pub refine_icp: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { det_score_thresh: 0.4, max_instances: 10, device: Device::Cpu }
+        Options { det_score_thresh: 0.4, max_instances: 10, device: Device::Cpu, refine_icp: false }
     }
 }
 
@@ -222,8 +224,16 @@ impl Pipeline {
                     // SAM-6D's det_score_thresh: which ISM detections get a pose.
                     let detections: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > options.det_score_thresh).map(|s| (s.index, s.score)).collect();
                     let (pem, data) = (n.pem.as_ref().expect("checked above"), &n.pem_data[&model.name]);
-                    let all = pem::stage::estimate(pem, data, frame, &proposals, &detections);
+                    let mut all = pem::stage::estimate(pem, data, frame, &proposals, &detections);
                     timings.push(("pem", t3.elapsed().as_secs_f64() * 1e3));
+                    if options.refine_icp {
+                        let t4 = Instant::now();
+                        let poses: Vec<_> = all.iter().map(|p| p.pose).collect();
+                        for (p, (refined, _)) in all.iter_mut().zip(geometric::refine_poses(frame, model, &poses)) {
+                            p.pose = refined;
+                        }
+                        timings.push(("refine_icp", t4.elapsed().as_secs_f64() * 1e3));
+                    }
                     let best = best_poses(&all, &proposals, options.max_instances);
                     timings.push(("total", started.elapsed().as_secs_f64() * 1e3));
                     return Ok(Estimate {

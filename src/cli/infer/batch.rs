@@ -72,6 +72,7 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
         det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()),
         max_instances: args.max_instances as usize,
         device,
+        refine_icp: args.stages.refine_icp(),
     };
     let pipeline = args.stages.build(options)?;
     let ctx = Ctx {

@@ -272,6 +272,30 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     Ok(Estimate { poses, timings: timer.1, ..Default::default() })
 }
 
+/// Polishes poses found by another stage (SAM-6D's PEM) with this stage's ICP against the
+/// measured depth, keeping a polished pose only when render-and-compare verification scores it
+/// at least as high as the original. Returns each pose and its verification score in [0, 1].
+pub fn refine_poses(frame: &Frame, model: &ObjectModel, poses: &[Pose]) -> Vec<(Pose, f32)> {
+    let md = &model.geometric;
+    let p = &md.params;
+    let cam = &frame.camera;
+    let (w, h) = (frame.width(), frame.height());
+    let organized = cloud::organized(&frame.depth, cam, p.z_min, p.z_max);
+    let org = OrganizedCloud { width: w, height: h, points: &organized, camera: cam };
+    let tol = (p.tol_rel * model.diameter).clamp(p.tol_min, p.tol_max);
+    let obs = verify::Observation { camera: cam, depth: &frame.depth, rgb: &frame.rgb, support: None, tolerance: tol };
+    poses
+        .par_iter()
+        .map(|pose| {
+            let before = verify::verify(&md.render_mesh, md.colors.as_ref(), pose, &obs).0.score;
+            // A network's pose is close already: start with the final polish's gates.
+            let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, pose, 10, tol * 1.5, tol * 0.75);
+            let after = verify::verify(&md.render_mesh, md.colors.as_ref(), &r.pose, &obs).0.score;
+            if after >= before { (r.pose, after) } else { (*pose, before) }
+        })
+        .collect()
+}
+
 /// The row-major index of the pixel a camera-frame point projects to, if inside the image.
 fn pixel_of(p: &Vec3, cam: &crate::io::Camera, w: usize, h: usize) -> Option<usize> {
     let u = (cam.fx as f32 * p.x / p.z + cam.cx as f32).round();
