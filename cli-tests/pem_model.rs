@@ -21,24 +21,12 @@ use crate::{run_fixture, s, sam6d, stderr};
 use sam6d::pipeline::pem::model::Pem;
 use sam6d::weights::registry::Network;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
+use crate::{committed_npz, f32s, get, i64s, max_diff};
 
 fn npz(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pem-fixtures").join(name);
-    Tensor::read_npz(&path).unwrap_or_else(|e| panic!("{}: {e} (scripts/gen_pem_fixtures_model.py makes it)", path.display())).into_iter().collect()
-}
-
-fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
-    m.get(k).unwrap_or_else(|| panic!("fixture lacks {k}"))
-}
-
-fn i64s(t: &Tensor) -> Vec<i64> {
-    Vec::<i64>::try_from(t.to_kind(Kind::Int64).contiguous().view([-1])).unwrap()
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
+    committed_npz("pem-fixtures", name, "scripts/gen_pem_fixtures_model.py")
 }
 
 fn f64s(t: &Tensor) -> Vec<f64> {
@@ -68,11 +56,6 @@ fn normalised(u8: &Tensor) -> Tensor {
 
 fn replay(draws: &[&Tensor]) -> ReplaySampler {
     ReplaySampler(draws.iter().map(|t| i64s(t).into_iter().map(|i| i as usize).collect()).collect::<VecDeque<_>>())
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

@@ -14,24 +14,15 @@
 use sam6d::pipeline::pem::point_ops;
 use sam6d::pipeline::pem::pose_solver;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
+use crate::{committed_npz, get, i64s};
 
 fn npz(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pem-fixtures").join(name);
-    Tensor::read_npz(&path).unwrap_or_else(|e| panic!("{}: {e} (scripts/gen_pem_fixtures_ops.py makes it)", path.display())).into_iter().collect()
-}
-
-fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> &'a Tensor {
-    m.get(k).unwrap_or_else(|| panic!("fixture lacks {k}"))
+    committed_npz("pem-fixtures", name, "scripts/gen_pem_fixtures_ops.py")
 }
 
 fn f32t(m: &HashMap<String, Tensor>, k: &str) -> Tensor {
     get(m, k).to_kind(Kind::Float)
-}
-
-fn i64s(t: &Tensor) -> Vec<i64> {
-    Vec::<i64>::try_from(t.to_kind(Kind::Int64).contiguous().view([-1])).unwrap()
 }
 
 fn max_err(a: &Tensor, b: &Tensor) -> f64 {

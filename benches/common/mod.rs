@@ -28,3 +28,18 @@ pub fn sync(device: tch::Device) {
         tch::Cuda::synchronize(i as i64);
     }
 }
+
+/// Runs `f` once untimed, then `runs` times timed (ms; CUDA work waited for); the last result.
+pub fn time_runs<T>(device: tch::Device, runs: usize, mut f: impl FnMut() -> T) -> (Vec<f64>, T) {
+    let mut last = f();
+    sync(device);
+    let ms = (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            last = f();
+            sync(device);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    (ms, last)
+}
