@@ -88,7 +88,8 @@ pub struct InferArgs {
 
     /// Drop poses whose score is below this (0..1). On the synthetic benchmark 0.4 keeps ~99 % of
     /// the right poses and drops a third of the wrong ones; raise it when a false positive costs
-    /// more than a miss. [default: 0.4; with --connect, the server's --det-score-thresh]
+    /// more than a miss. With --pipeline sam6d and the PEM it is SAM-6D's: ISM detections scoring
+    /// at most this get no pose. [default: 0.4; 0.2 with the PEM; with --connect, the server's]
     #[arg(long, value_parser = super::parse_unit_interval)]
     det_score_thresh: Option<f32>,
 
@@ -116,8 +117,9 @@ pub struct InferArgs {
 
     /// With --pipeline sam6d: write the ISM's detections in SAM-6D's detection_ism.json layout
     /// (scene_id, image_id, category_id, bbox [x,y,w,h], score, time, segmentation as
-    /// uncompressed column-major RLE), which SAM-6D's PEM and pycocotools read. With --output-dir
-    /// it is written to DIR/sam6d_results/detection_ism.json without asking.
+    /// uncompressed column-major RLE), which SAM-6D's PEM and pycocotools read; with the PEM also
+    /// detection_pem.json beside it (each posed detection with its pose score, R and t in mm).
+    /// With --output-dir both go to DIR/sam6d_results/ without asking.
     #[arg(long, value_name = "FILE")]
     ism_json: Option<PathBuf>,
 

@@ -68,11 +68,13 @@ pub enum Refine {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct StageArgs {
-    /// geometric: weights-free (PPF voting, ICP, verification), runs anywhere. sam6d: SAM-6D's
-    /// front half: a segmenter proposes masks, the ISM scores each against 42 rendered templates
-    /// of the CAD model with DINOv2 and keeps the object's, and the pose is searched inside them.
-    /// sam6d needs DINOv2 weights (`sam6d weights convert dinov2_vitl14_pretrain.pth --out
-    /// WEIGHTS/dinov2_vitl14.safetensors`) and a segmenter's.
+    /// geometric: weights-free (PPF voting, ICP, verification), runs anywhere. sam6d: SAM-6D: a
+    /// segmenter proposes masks, the ISM scores each against 42 rendered templates of the CAD
+    /// model with DINOv2 and keeps the object's, and SAM-6D's PEM (or, with --pose-stage
+    /// geometric, the geometric search inside them) finds the poses. sam6d needs DINOv2 weights
+    /// (`sam6d weights convert dinov2_vitl14_pretrain.pth --out WEIGHTS/dinov2_vitl14.safetensors`),
+    /// the PEM's (`sam6d weights convert sam-6d-pem-base.pth --out WEIGHTS/sam6d_pem_base.safetensors`)
+    /// and a segmenter's.
     #[arg(long, value_enum, default_value_t = PipelineKind::Geometric, env = "SAM6D_PIPELINE")]
     pub pipeline: PipelineKind,
 
