@@ -172,10 +172,10 @@ impl StageArgs {
                     PoseStage::Geometric => None,
                     PoseStage::Pem => {
                         let t0 = std::time::Instant::now();
-                        let pem = Pem::load(&dir.join(pem_model::FILE_NAME), device.tch())
-                            .context("the PEM turns detections into poses (--pose-stage geometric runs without it)")?;
+                        let path = dir.join(pem_model::FILE_NAME);
+                        let pem = Pem::load(&path, device.tch()).context("the PEM turns detections into poses (--pose-stage geometric runs without it)")?;
                         tracing::info!("PEM loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
-                        Some(pem)
+                        Some((pem, path))
                     }
                 };
                 let segmenter = self.load_segmenter(kind, device)?.expect("a segmenter other than none loads or fails");

@@ -143,8 +143,9 @@ struct Neural {
     ism: Option<Ism>,
     /// Template descriptors per object name, made on first use (or by [`Pipeline::prepare`]).
     templates: HashMap<String, ObjectTemplates>,
-    /// SAM-6D's pose network, and its per-object template features (made like `templates`).
-    pem: Option<Pem>,
+    /// SAM-6D's pose network with its weights file (part of cache keys), and its per-object
+    /// template features (made like `templates`).
+    pem: Option<(Pem, PathBuf)>,
     pem_data: HashMap<String, ObjectPemData>,
 }
 
@@ -162,7 +163,7 @@ impl Pipeline {
     /// SAM-6D: the segmenter's proposals scored by the ISM; the poses of its detections from
     /// the PEM, or, without it, from the geometric stage searching inside them. Template
     /// descriptors are cached in `cache_dir`.
-    pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, pem: Option<Pem>, cache_dir: Option<PathBuf>) -> Pipeline {
+    pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, pem: Option<(Pem, PathBuf)>, cache_dir: Option<PathBuf>) -> Pipeline {
         let pose_stage = if pem.is_some() { "pem" } else { "geometric" };
         let name = format!("{}+ism-{}+{pose_stage}", segmenter.kind, ism.config().dino.model_name());
         let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new(), pem, pem_data: HashMap::new() });
@@ -190,7 +191,7 @@ impl Pipeline {
             if n.ism.is_some() {
                 n.templates_of(model, self.cache_dir.as_deref())?;
             }
-            n.pem_data_of(model)?;
+            n.pem_data_of(model, self.cache_dir.as_deref())?;
         }
         Ok(())
     }
@@ -218,12 +219,12 @@ impl Pipeline {
                 timings.push(("ism", t1.elapsed().as_secs_f64() * 1e3));
                 if n.pem.is_some() {
                     let t2 = Instant::now();
-                    n.pem_data_of(model)?;
+                    n.pem_data_of(model, self.cache_dir.as_deref())?;
                     timings.push(("pem_templates", t2.elapsed().as_secs_f64() * 1e3));
                     let t3 = Instant::now();
                     // SAM-6D's det_score_thresh: which ISM detections get a pose.
                     let detections: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > options.det_score_thresh).map(|s| (s.index, s.score)).collect();
-                    let (pem, data) = (n.pem.as_ref().expect("checked above"), &n.pem_data[&model.name]);
+                    let (pem, data) = (&n.pem.as_ref().expect("checked above").0, &n.pem_data[&model.name]);
                     let mut all = pem::stage::estimate(pem, data, frame, &proposals, &detections);
                     timings.push(("pem", t3.elapsed().as_secs_f64() * 1e3));
                     if options.refine_icp {
@@ -322,11 +323,11 @@ impl Neural {
     }
 
     /// Makes the object's PEM template features unless made already; a no-op without the PEM.
-    fn pem_data_of(&mut self, model: &ObjectModel) -> anyhow::Result<()> {
-        if let Some(pem) = &self.pem {
+    fn pem_data_of(&mut self, model: &ObjectModel, cache_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+        if let Some((pem, weights)) = &self.pem {
             if !self.pem_data.contains_key(&model.name) {
                 let t0 = Instant::now();
-                let data = pem::stage::object_data(pem, model)?;
+                let data = pem::stage::object_data_cached(pem, weights, model, cache_dir)?;
                 tracing::info!("PEM templates of {} ready in {:.0} ms", model.name, t0.elapsed().as_secs_f64() * 1e3);
                 self.pem_data.insert(model.name.clone(), data);
             }

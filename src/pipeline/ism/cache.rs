@@ -1,7 +1,9 @@
-//! The on-disk cache of per-object template descriptors.
+//! The on-disk cache of per-object template data: the ISM's DINOv2 descriptors and the PEM's
+//! template points and features.
 //!
 //! Rendering 42 templates takes a second, but describing them with DINOv2 ViT-L takes about a
-//! minute on a CPU: a server should pay that once per object, not at every start. Entries are
+//! minute on a CPU (the PEM's ViT ten seconds): a server should pay that once per object, not
+//! at every start. Entries are
 //! safetensors files named by a hash of everything the descriptors depend on (the mesh's
 //! geometry and colours, the template settings, the descriptor network and its weights file),
 //! so a changed model or weights file can never be answered from a stale entry.
@@ -59,6 +61,14 @@ impl Key {
         values.iter().fold(self, |k, v| k.bytes(&v.to_le_bytes()))
     }
 
+    /// A mesh's geometry, faces and colours.
+    pub fn mesh(self, mesh: &crate::geometry::Mesh) -> Key {
+        let coords: Vec<f32> = mesh.vertices.iter().flat_map(|v| [v.x, v.y, v.z]).collect();
+        let faces: Vec<u32> = mesh.faces.iter().flatten().copied().collect();
+        let colors: Vec<u8> = mesh.colors.iter().flatten().flatten().copied().collect();
+        self.f32s(&coords).u32s(&faces).bytes(&colors)
+    }
+
     /// A file's identity without reading gigabytes: its size and modification time.
     pub fn file(self, path: &Path) -> Key {
         let meta = std::fs::metadata(path).ok();
@@ -99,7 +109,7 @@ pub fn store(dir: &Path, key: Key, tensors: &[(&str, &tch::Tensor)]) {
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
     });
     match result {
-        Ok(()) => tracing::info!("cached template descriptors in {}", path.display()),
+        Ok(()) => tracing::info!("cached template data in {}", path.display()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!("could not write the template cache {}: {e}", path.display());

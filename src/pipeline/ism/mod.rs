@@ -144,17 +144,11 @@ impl Ism {
     }
 
     fn cache_key(&self, model: &ObjectModel) -> cache::Key {
-        let mesh = &model.mesh;
-        let coords: Vec<f32> = mesh.vertices.iter().flat_map(|v| [v.x, v.y, v.z]).collect();
-        let faces: Vec<u32> = mesh.faces.iter().flatten().copied().collect();
-        let colors: Vec<u8> = mesh.colors.iter().flatten().flatten().copied().collect();
         cache::Key::default()
             .bytes(&cache::VERSION.to_le_bytes())
             .str(&format!("{:?} {:?}", self.config.dino, self.config.mode))
             .file(&self.weights)
-            .f32s(&coords)
-            .u32s(&faces)
-            .bytes(&colors)
+            .mesh(&model.mesh)
     }
 }
 

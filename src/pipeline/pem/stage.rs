@@ -11,7 +11,9 @@ use super::model::{Pem, PemBatch};
 use crate::geometry::Pose;
 use crate::pipeline::segment::Proposal;
 use crate::pipeline::{Frame, ObjectModel};
+use crate::pipeline::ism::cache;
 use crate::render::templates;
+use std::path::Path;
 use nalgebra::{Matrix3, Vector3};
 use tch::{Kind, Tensor};
 
@@ -47,6 +49,25 @@ pub struct PemPose {
     pub score: f32,
 }
 
+/// [`object_data`], with the template points and features from the cache in `cache_dir` when
+/// an entry matches the mesh and the weights file `weights` (else made and stored).
+pub fn object_data_cached(pem: &Pem, weights: &Path, model: &ObjectModel, cache_dir: Option<&Path>) -> anyhow::Result<ObjectPemData> {
+    let key = cache::Key::default().bytes(&cache::VERSION.to_le_bytes()).str("pem").file(weights).mesh(&model.mesh);
+    if let Some(entry) = cache_dir.and_then(|d| cache::load(d, key)) {
+        let get = |name: &str| entry.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_device(pem.device()));
+        if let (Some(dense_po), Some(dense_fo)) = (get("dense_po"), get("dense_fo")) {
+            tracing::info!("PEM templates of {} from the cache", model.name);
+            let (model_points, radius_cad_m) = model_points(model, pem.device());
+            return Ok(ObjectPemData { dense_po, dense_fo, model_points, radius_cad_m });
+        }
+    }
+    let data = object_data(pem, model)?;
+    if let Some(dir) = cache_dir {
+        cache::store(dir, key, &[("dense_po", &data.dense_po), ("dense_fo", &data.dense_fo)]);
+    }
+    Ok(data)
+}
+
 /// Renders the object's 42 templates and runs them through the feature extractor.
 pub fn object_data(pem: &Pem, model: &ObjectModel) -> anyhow::Result<ObjectPemData> {
     let views = templates::render_templates(&model.mesh);
@@ -61,11 +82,16 @@ pub fn object_data(pem: &Pem, model: &ObjectModel) -> anyhow::Result<ObjectPemDa
     }
     let refs: Vec<(&Tensor, &Tensor, &Tensor)> = prepared.iter().map(|(a, b, c)| (a, b, c)).collect();
     let (dense_po, dense_fo) = pem.object_features(&refs);
+    let (model_points, radius_cad_m) = model_points(model, pem.device());
+    Ok(ObjectPemData { dense_po, dense_fo, model_points, radius_cad_m })
+}
+
+/// The pose score's CAD samples (metres) and their largest norm.
+fn model_points(model: &ObjectModel, device: tch::Device) -> (Tensor, f32) {
     let (samples, _) = model.mesh.sample_surface(MODEL_POINTS, MODEL_SEED);
     let flat: Vec<f32> = samples.iter().flat_map(|p| [p.x / 1000.0, p.y / 1000.0, p.z / 1000.0]).collect();
     let radius_cad_m = samples.iter().map(|p| p.norm() / 1000.0).fold(0.0f32, f32::max);
-    let model_points = Tensor::from_slice(&flat).view([-1, 3]).to_device(pem.device());
-    Ok(ObjectPemData { dense_po, dense_fo, model_points, radius_cad_m })
+    (Tensor::from_slice(&flat).view([-1, 3]).to_device(device), radius_cad_m)
 }
 
 /// Poses of the detections `(proposal index, ISM score)` in `frame`, in the given order; those
@@ -114,4 +140,65 @@ pub fn estimate(pem: &Pem, data: &ObjectPemData, frame: &Frame, proposals: &[Pro
             PemPose { index, pose: Pose::new(rot, tr), pose_score: s[k], score: s[k] * ism_score }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::pem::coarse_point_matching::MatchingConfig;
+    use crate::pipeline::pem::feature_extraction::FeatureExtractionConfig;
+    use crate::pipeline::pem::geo_embedding::GeoEmbeddingConfig;
+    use crate::pipeline::pem::model::PemConfig;
+
+    fn small_pem() -> Pem {
+        let cfg = PemConfig {
+            feature_extraction: FeatureExtractionConfig { embed_dim: 24, depth: 4, heads: 2, out_dim: 8, num_classes: 2 },
+            geo_embedding: GeoEmbeddingConfig { hidden_dim: 8, ..Default::default() },
+            coarse: MatchingConfig { input_dim: 8, hidden_dim: 8, out_dim: 8, nblock: 1 },
+            fine: MatchingConfig { input_dim: 8, hidden_dim: 8, out_dim: 8, nblock: 1 },
+            coarse_npoint: 8,
+            fine_npoint: 64,
+            n_proposal1: 20,
+            n_proposal2: 5,
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        // The VarStore may go: the network's tensors stay alive through their handles.
+        Pem::new(&vs.root(), &cfg)
+    }
+
+    #[test]
+    fn template_data_is_cached_by_mesh_and_weights() {
+        tch::manual_seed(0);
+        let pem = small_pem();
+        let model = ObjectModel::from_mesh("box", crate::synth::shapes::cuboid(60.0, 40.0, 30.0)).unwrap();
+        let dir = std::env::temp_dir().join(format!("sam6d-pem-cache-{}", std::process::id()));
+        let weights = dir.join("weights.safetensors");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&weights, b"stand-in weights file").unwrap();
+        let made = object_data_cached(&pem, &weights, &model, Some(&dir)).unwrap();
+        assert_eq!(made.dense_po.size(), [1, 64, 3]);
+        assert_eq!(made.dense_fo.size(), [1, 64, 8]);
+        // Box half-diagonal: sqrt(30² + 20² + 15²) mm.
+        assert!((made.radius_cad_m - 0.0391).abs() < 1e-3, "{}", made.radius_cad_m);
+        let entries = || std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "safetensors") && e.as_ref().unwrap().path() != weights).count();
+        assert_eq!(entries(), 1);
+        // A differently initialised network with the same weights file is answered from the
+        // cache (the key names the file, as the product loads networks from files).
+        tch::manual_seed(1);
+        let other_net = small_pem();
+        let again = object_data_cached(&other_net, &weights, &model, Some(&dir)).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        assert_eq!(diff(&again.dense_fo, &made.dense_fo), 0.0);
+        assert_eq!(diff(&again.dense_po, &made.dense_po), 0.0);
+        // A changed weights file is not: the features are made again, by the other network.
+        std::fs::write(&weights, b"other weights, other size").unwrap();
+        let fresh = object_data_cached(&other_net, &weights, &model, Some(&dir)).unwrap();
+        assert!(diff(&fresh.dense_fo, &made.dense_fo) > 1e-4);
+        assert_eq!(entries(), 2);
+        // Another mesh is another entry.
+        let other = ObjectModel::from_mesh("box2", crate::synth::shapes::cuboid(61.0, 40.0, 30.0)).unwrap();
+        object_data_cached(&pem, &weights, &other, Some(&dir)).unwrap();
+        assert_eq!(entries(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
