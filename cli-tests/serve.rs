@@ -60,6 +60,19 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the log shows `needle` within `limit`: stderr is read by its own thread, so a
+    /// line logged before the ready line (on stdout) may arrive a moment after it.
+    fn log_shows(&self, needle: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        while !self.log().contains(needle) {
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Waits for the process to exit by itself.
     fn wait(&mut self, limit: Duration) -> ExitStatus {
         let t0 = Instant::now();
@@ -307,7 +320,7 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
         let pid = server.child.id().to_string();
         assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
         assert!(server.wait(Duration::from_secs(10)).success(), "SIG{signal}: {}", server.log());
-        assert!(server.log().contains(&format!("SIG{signal}")), "{}", server.log());
+        assert!(server.log_shows(&format!("SIG{signal}"), Duration::from_secs(5)), "{}", server.log());
     }
 }
 
@@ -340,7 +353,7 @@ fn shutdown_needs_loopback_or_the_token() {
         return;
     };
     let mut server = Server::start(&["--bench-noop", "--host", "0.0.0.0", "--shutdown-token", "s3cret"]);
-    assert!(server.log().contains("no authentication or encryption"), "{}", server.log());
+    assert!(server.log_shows("no authentication or encryption", Duration::from_secs(5)), "{}", server.log());
     let o = sam6d(&["shutdown", "--host", &ip, "--port", &server.port()]);
     super::expect_error(&o, 1, &["forbidden", "shutdown refused", "token"]);
     let o = sam6d(&["shutdown", "--host", &ip, "--port", &server.port(), "--token", "wrong"]);
