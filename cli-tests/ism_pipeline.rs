@@ -166,12 +166,20 @@ fn sam6d_pipeline_with_the_pem_at_random_weights() {
     let flags = ["--pipeline", "sam6d", "--segmenter", "sam-tiny", "--sam-points-per-side", "8", "--dinov2", "vits14", "--max-instances", "3", "--refine", "icp"];
     let mut extra: Vec<&str> = flags.to_vec();
     let cache = dir.path().join("cache");
-    extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir)]);
+    let overlay = dir.path().join("vis_pem.png");
+    extra.extend(["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--output-dir", s(&out_dir), "--overlay", s(&overlay)]);
     let o = run(&example_args(&e), &extra);
     assert!(o.status.success(), "{}", stderr(&o));
     let results = out_dir.join("sam6d_results");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(results.join("detection_pose.json")).unwrap()).unwrap();
     assert_eq!(v["pipeline"], "sam-tiny+ism-dinov2_vits14+pem");
+    // SAM-6D's vis_pem.png layout: the frame | the frame with the poses drawn.
+    let img = image::open(&overlay).expect("the pose overlay is a PNG").to_rgb8();
+    assert_eq!((img.width(), img.height()), (1280, 480));
+    // (Random weights put the poses anywhere, even behind the camera, so only the left half,
+    // the input itself, is certain.)
+    let input = image::open(e.join("rgb.png")).unwrap().to_rgb8();
+    assert!((0..480).all(|y| (0..640).all(|x| img.get_pixel(x, y) == input.get_pixel(x, y))), "the left half is the input frame");
     for stage in ["ism", "pem_templates", "pem", "refine_icp", "total"] {
         assert!(v["timings_ms"][stage].as_f64().is_some(), "timings_ms.{stage} missing: {}", v["timings_ms"]);
     }
