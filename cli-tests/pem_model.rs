@@ -73,7 +73,7 @@ fn pem_bbox_and_resize_match_the_reference() {
         let dst = get(&f, &format!("resize{i}_dst"));
         let (sh, sw, c) = src.size3().unwrap();
         let (dh, dw, _) = dst.size3().unwrap();
-        let got = inputs::resize_linear_u8(&u8s(src), sw as usize, sh as usize, c as usize, dw as usize, dh as usize);
+        let got = sam6d::io::image::resize_linear_cv(&u8s(src), sw as usize, sh as usize, c as usize, dw as usize, dh as usize);
         let want = u8s(dst);
         let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         assert_eq!(bad, 0, "resize {sw}x{sh} → {dw}x{dh}: {bad} of {} values differ from cv2.resize", want.len());

@@ -123,70 +123,6 @@ pub fn get_bbox(mask: &[bool], width: usize, height: usize) -> Option<[usize; 4]
     Some([r0 as usize, r1 as usize, c0 as usize, c1 as usize])
 }
 
-/// OpenCV's `cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR)` for interleaved
-/// uint8 images, bit for bit: 11-bit fixed-point weights (`INTER_RESIZE_COEF_BITS`), a
-/// horizontal pass into i32, then the vertical pass with OpenCV's shifts and rounding. Source
-/// coordinates are (d + 0.5)·scale − 0.5 (half-pixel centres); columns left of or right of the
-/// image clamp their weight to the edge pixel, rows clamp their index only (as OpenCV does).
-pub fn resize_linear_u8(src: &[u8], w: usize, h: usize, channels: usize, dw: usize, dh: usize) -> Vec<u8> {
-    assert_eq!(src.len(), w * h * channels, "resize source size");
-    assert!(w > 0 && h > 0 && dw > 0 && dh > 0, "resize of an empty image");
-    const SCALE: f32 = 2048.0;
-    // Per destination column: left source column and its two weights.
-    let scale_x = 1.0 / (dw as f64 / w as f64);
-    let cols: Vec<(usize, i32, i32)> = (0..dw)
-        .map(|dx| {
-            let f = ((dx as f64 + 0.5) * scale_x - 0.5) as f32;
-            let mut sx = f.floor() as i64;
-            let mut fx = f - sx as f32;
-            if sx < 0 {
-                sx = 0;
-                fx = 0.0;
-            }
-            if sx >= w as i64 - 1 {
-                sx = w as i64 - 1;
-                fx = 0.0;
-            }
-            (sx as usize, round_short((1.0 - fx) * SCALE), round_short(fx * SCALE))
-        })
-        .collect();
-    // Horizontal pass of one source row.
-    let hpass = |y: usize| -> Vec<i32> {
-        let row = &src[y * w * channels..(y + 1) * w * channels];
-        let mut out = vec![0i32; dw * channels];
-        for (dx, &(sx, a0, a1)) in cols.iter().enumerate() {
-            let sx1 = (sx + 1).min(w - 1);
-            for k in 0..channels {
-                out[dx * channels + k] = i32::from(row[sx * channels + k]) * a0 + i32::from(row[sx1 * channels + k]) * a1;
-            }
-        }
-        out
-    };
-    let scale_y = 1.0 / (dh as f64 / h as f64);
-    let mut dst = vec![0u8; dw * dh * channels];
-    for dy in 0..dh {
-        let f = ((dy as f64 + 0.5) * scale_y - 0.5) as f32;
-        let sy = f.floor() as i64;
-        let fy = f - sy as f32;
-        let (b0, b1) = (round_short((1.0 - fy) * SCALE), round_short(fy * SCALE));
-        let y0 = sy.clamp(0, h as i64 - 1) as usize;
-        let y1 = (sy + 1).clamp(0, h as i64 - 1) as usize;
-        let (r0, r1) = (hpass(y0), hpass(y1));
-        let out = &mut dst[dy * dw * channels..(dy + 1) * dw * channels];
-        for x in 0..dw * channels {
-            // VResizeLinear<uchar, int, short>: each product rounded down separately.
-            let v = (((b0 * (r0[x] >> 4)) >> 16) + ((b1 * (r1[x] >> 4)) >> 16) + 2) >> 2;
-            out[x] = v.clamp(0, 255) as u8;
-        }
-    }
-    dst
-}
-
-/// `saturate_cast<short>(v)`: round half to even, clamp.
-fn round_short(v: f32) -> i32 {
-    (v.round_ties_even() as i32).clamp(i16::MIN as i32, i16::MAX as i32)
-}
-
 /// The masked square crop as the network's image: BGR channel order (Q12, reproduced: the
 /// weights were trained on it) × mask → 224² bilinear (OpenCV) → /255 → (x − mean)/std with
 /// the RGB statistics applied to the B, G, R planes in that order. Returns (3, 224, 224) f32.
@@ -206,7 +142,7 @@ fn network_image(rgb: &RgbImage, mask: &[bool], bbox: [usize; 4]) -> Tensor {
             }
         }
     }
-    let resized = resize_linear_u8(&crop, cw, ch, 3, IMG_SIZE, IMG_SIZE);
+    let resized = crate::io::image::resize_linear_cv(&crop, cw, ch, 3, IMG_SIZE, IMG_SIZE);
     let n = IMG_SIZE * IMG_SIZE;
     let mut planes = vec![0f32; 3 * n];
     for (p, px) in resized.chunks_exact(3).enumerate() {
@@ -373,14 +309,6 @@ mod tests {
         assert_eq!(b.len(), 50);
         assert!(b.iter().all(|&i| i < 3) && (0..3).all(|k| b.contains(&k)));
         assert_eq!(SeededSampler::new(3).choose(10, 4), a, "seeded");
-    }
-
-    #[test]
-    fn resize_identity_and_constant() {
-        let src: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
-        assert_eq!(resize_linear_u8(&src, 5, 4, 3, 5, 4), src);
-        let flat = vec![77u8; 7 * 3 * 3];
-        assert!(resize_linear_u8(&flat, 7, 3, 3, 224, 224).iter().all(|&v| v == 77));
     }
 
     #[test]

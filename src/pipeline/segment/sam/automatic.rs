@@ -194,60 +194,11 @@ fn resize_proposal(p: &Proposal, width: usize, height: usize) -> Proposal {
     }
 }
 
-/// OpenCV's `cv2.resize(…, INTER_LINEAR)` on 8-bit RGB (what SAM-6D's pre-resize calls): half-pixel
-/// centres, source index clamped at the borders, no antialiasing, 11-bit fixed-point weights
-/// with the final rounding `(Σ + 2²¹) >> 22` (OpenCV's scalar path; its vectorised path
-/// truncates intermediate bits and may differ by one grey level — not checked against OpenCV,
-/// which the project does not install). Only used for frames not 640 pixels wide.
+/// OpenCV's `cv2.resize(…, INTER_LINEAR)` on 8-bit RGB, what SAM-6D's pre-resize calls (see
+/// [`crate::io::image::resize_linear_cv`]). Only used for frames not 640 pixels wide.
 pub fn resize_bilinear_cv(rgb: &RgbImage, width: u32, height: u32) -> RgbImage {
-    const ONE: i32 = 1 << 11;
-    // For each output index: (first source index, weight of it, weight of the next) in 1/2048.
-    let taps = |dst: u32, src: u32| -> Vec<(usize, i32, i32)> {
-        let scale = 1.0 / (dst as f64 / src as f64);
-        (0..dst)
-            .map(|d| {
-                let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
-                let mut s = f.floor() as i64;
-                let mut frac = f - s as f32;
-                if s < 0 {
-                    s = 0;
-                    frac = 0.0;
-                }
-                if s >= src as i64 - 1 {
-                    s = src as i64 - 1;
-                    frac = 0.0;
-                }
-                // Each weight rounded on its own (cvRound: ties to even), as OpenCV does.
-                let w0 = ((1.0 - frac) * ONE as f32).round_ties_even() as i32;
-                let w1 = (frac * ONE as f32).round_ties_even() as i32;
-                (s as usize, w0, w1)
-            })
-            .collect()
-    };
-    let (sw, sh) = (rgb.width() as usize, rgb.height() as usize);
-    let xs = taps(width, rgb.width());
-    let ys = taps(height, rgb.height());
-    let src = rgb.as_raw();
-    // Horizontal pass into i32 rows (×2048), then vertical (×2048 again) and rounding.
-    let rows: Vec<Vec<i32>> = (0..sh)
-        .map(|y| {
-            let row = &src[y * sw * 3..(y + 1) * sw * 3];
-            xs.iter()
-                .flat_map(|&(x, w0, w1)| {
-                    let x1 = (x + 1).min(sw - 1);
-                    (0..3).map(move |c| row[x * 3 + c] as i32 * w0 + row[x1 * 3 + c] as i32 * w1)
-                })
-                .collect()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(width as usize * height as usize * 3);
-    for &(y, w0, w1) in &ys {
-        let (r0, r1) = (&rows[y], &rows[(y + 1).min(sh - 1)]);
-        for i in 0..r0.len() {
-            let v = (r0[i] as i64 * w0 as i64 + r1[i] as i64 * w1 as i64 + (1 << 21)) >> 22;
-            out.push(v.clamp(0, 255) as u8);
-        }
-    }
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let out = crate::io::image::resize_linear_cv(rgb.as_raw(), w, h, 3, width as usize, height as usize);
     RgbImage::from_raw(width, height, out).expect("buffer of the right size")
 }
 
