@@ -288,18 +288,8 @@ impl Pipeline {
 /// overlaps a better one's by IoU > 0.25 is the same object: SAM-6D keeps such duplicates, Q20),
 /// at most `max`.
 fn best_poses(all: &[PemPose], proposals: &[Proposal], max: usize) -> Vec<PemPose> {
-    let mut order: Vec<&PemPose> = all.iter().collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut kept: Vec<PemPose> = Vec::new();
-    for p in order {
-        if kept.len() == max {
-            break;
-        }
-        if kept.iter().all(|k| ism::box_iou(&proposals[k.index].bbox, &proposals[p.index].bbox) <= ism::NMS_IOU) {
-            kept.push(*p);
-        }
-    }
-    kept
+    let candidates: Vec<(usize, f32)> = all.iter().map(|p| (p.index, p.score)).collect();
+    ism::distinct_best(&candidates, proposals, max).into_iter().map(|k| all[k]).collect()
 }
 
 impl Neural {

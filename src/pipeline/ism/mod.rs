@@ -171,22 +171,31 @@ pub const NMS_IOU: f32 = 0.25;
 /// The proposals the pose stage searches: best ISM score first, scores above [`MIN_SCORE`],
 /// duplicates dropped, at most `max`. Indices into `proposals`.
 pub fn select(scores: &[IsmScores], proposals: &[Proposal], max: usize) -> Vec<usize> {
-    let mut order: Vec<&IsmScores> = scores.iter().filter(|s| s.score > MIN_SCORE && s.index < proposals.len()).collect();
-    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let candidates: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > MIN_SCORE && s.index < proposals.len()).map(|s| (s.index, s.score)).collect();
+    distinct_best(&candidates, proposals, max).into_iter().map(|k| candidates[k].0).collect()
+}
+
+/// Greedy non-maximum suppression on the proposals' boxes: `candidates` are (proposal index,
+/// score); returns positions into `candidates`, best score first, none overlapping a better one
+/// by IoU > [`NMS_IOU`], at most `max`.
+pub(crate) fn distinct_best(candidates: &[(usize, f32)], proposals: &[Proposal], max: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| candidates[b].1.total_cmp(&candidates[a].1));
+    let bbox = |k: usize| &proposals[candidates[k].0].bbox;
     let mut kept: Vec<usize> = Vec::new();
-    for s in order {
+    for k in order {
         if kept.len() == max {
             break;
         }
-        if kept.iter().all(|&k| box_iou(&proposals[k].bbox, &proposals[s.index].bbox) <= NMS_IOU) {
-            kept.push(s.index);
+        if kept.iter().all(|&j| box_iou(bbox(j), bbox(k)) <= NMS_IOU) {
+            kept.push(k);
         }
     }
     kept
 }
 
 /// IoU of two boxes with inclusive max corners (SAM's).
-pub(crate) fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let area = |r: &[f32; 4]| (r[2] - r[0] + 1.0).max(0.0) * (r[3] - r[1] + 1.0).max(0.0);
     let iw = (a[2].min(b[2]) - a[0].max(b[0]) + 1.0).max(0.0);
     let ih = (a[3].min(b[3]) - a[1].max(b[1]) + 1.0).max(0.0);
