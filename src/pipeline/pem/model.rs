@@ -68,6 +68,23 @@ impl PemConfig {
     }
 }
 
+impl PemConfig {
+    /// A few-kilobyte network for unit tests of code around the PEM.
+    #[cfg(test)]
+    pub(crate) fn tiny() -> Self {
+        PemConfig {
+            feature_extraction: FeatureExtractionConfig { embed_dim: 32, depth: 4, heads: 2, out_dim: 16, num_classes: 3 },
+            geo_embedding: GeoEmbeddingConfig { hidden_dim: 16, ..Default::default() },
+            coarse: MatchingConfig { input_dim: 16, hidden_dim: 16, out_dim: 16, nblock: 1 },
+            fine: MatchingConfig { input_dim: 16, hidden_dim: 16, out_dim: 16, nblock: 1 },
+            coarse_npoint: 8,
+            fine_npoint: 32,
+            n_proposal1: 20,
+            n_proposal2: 5,
+        }
+    }
+}
+
 impl Default for PemConfig {
     fn default() -> Self {
         Self::base()
@@ -290,16 +307,7 @@ mod tests {
     #[test]
     fn small_network_runs_end_to_end() {
         tch::manual_seed(0);
-        let cfg = PemConfig {
-            feature_extraction: FeatureExtractionConfig { embed_dim: 32, depth: 4, heads: 2, out_dim: 16, num_classes: 3 },
-            geo_embedding: GeoEmbeddingConfig { hidden_dim: 16, ..Default::default() },
-            coarse: MatchingConfig { input_dim: 16, hidden_dim: 16, out_dim: 16, nblock: 1 },
-            fine: MatchingConfig { input_dim: 16, hidden_dim: 16, out_dim: 16, nblock: 1 },
-            coarse_npoint: 8,
-            fine_npoint: 32,
-            n_proposal1: 20,
-            n_proposal2: 5,
-        };
+        let cfg = PemConfig::tiny();
         let vs = nn::VarStore::new(Device::Cpu);
         let pem = Pem::new(&vs.root(), &cfg);
         let opts = (Kind::Float, Device::Cpu);

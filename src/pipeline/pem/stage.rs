@@ -145,22 +145,10 @@ pub fn estimate(pem: &Pem, data: &ObjectPemData, frame: &Frame, proposals: &[Pro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::pem::coarse_point_matching::MatchingConfig;
-    use crate::pipeline::pem::feature_extraction::FeatureExtractionConfig;
-    use crate::pipeline::pem::geo_embedding::GeoEmbeddingConfig;
     use crate::pipeline::pem::model::PemConfig;
 
     fn small_pem() -> Pem {
-        let cfg = PemConfig {
-            feature_extraction: FeatureExtractionConfig { embed_dim: 24, depth: 4, heads: 2, out_dim: 8, num_classes: 2 },
-            geo_embedding: GeoEmbeddingConfig { hidden_dim: 8, ..Default::default() },
-            coarse: MatchingConfig { input_dim: 8, hidden_dim: 8, out_dim: 8, nblock: 1 },
-            fine: MatchingConfig { input_dim: 8, hidden_dim: 8, out_dim: 8, nblock: 1 },
-            coarse_npoint: 8,
-            fine_npoint: 64,
-            n_proposal1: 20,
-            n_proposal2: 5,
-        };
+        let cfg = PemConfig::tiny();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         // The VarStore may go: the network's tensors stay alive through their handles.
         Pem::new(&vs.root(), &cfg)
@@ -176,8 +164,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(&weights, b"stand-in weights file").unwrap();
         let made = object_data_cached(&pem, &weights, &model, Some(&dir)).unwrap();
-        assert_eq!(made.dense_po.size(), [1, 64, 3]);
-        assert_eq!(made.dense_fo.size(), [1, 64, 8]);
+        let cfg = PemConfig::tiny();
+        assert_eq!(made.dense_po.size(), [1, cfg.fine_npoint, 3]);
+        assert_eq!(made.dense_fo.size(), [1, cfg.fine_npoint, cfg.feature_extraction.out_dim]);
         // Box half-diagonal: sqrt(30² + 20² + 15²) mm.
         assert!((made.radius_cad_m - 0.0391).abs() < 1e-3, "{}", made.radius_cad_m);
         let entries = || std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "safetensors") && e.as_ref().unwrap().path() != weights).count();
