@@ -15,10 +15,11 @@ The reference functions are imported and called, never copied: `CropResizePad`
 network that returns given tokens, since DINOv2 itself is not under test here), and the
 `Instance_Segmentation_Model` scoring methods (model/detector.py, model/loss.py). Packages that
 these modules import but the called functions never use (hydra, pytorch_lightning, trimesh,
-scipy, ruamel.yaml, and torchvision when it is not installed) are replaced by tiny modules below.
-torchvision's `ToTensor` and `Normalize` ARE used (query normalisation); when torchvision is
-missing, the stand-ins compute exactly what torchvision's `to_tensor` / `normalize` do:
-float32(x) / 255, then (x - mean) / std with float32 mean and std.
+scipy, ruamel.yaml, and torchvision when it is not installed) are replaced by tiny modules
+(`install_stubs` below). torchvision's `ToTensor` and `Normalize` ARE used (query
+normalisation); when torchvision is missing, the stand-ins of scripts/sam6d_reference.py
+compute exactly what torchvision's `to_tensor` / `normalize` do: float32(x) / 255, then
+(x - mean) / std with float32 mean and std.
 
 Inputs are fixed random data (seeded); dimensions are kept small (descriptor dim 16, 64x48
 images, 42 templates) so the committed files stay small. Large arrays that the reference
@@ -29,15 +30,15 @@ gathered through the stored maps before writing them.
 Outputs (OUT_DIR): crop.npz, templates_crop.npz, ism_templates.npz, ism_chain_a.npz,
 ism_chain_b.npz, README.md. cli-tests/ism_scores.rs describes what each holds.
 """
-import importlib.util
 import os
-import subprocess
 import sys
-import types
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sam6d_reference import checkout, command_line, install_transforms, missing, module, unused  # noqa: E402
 
 D = 16  # descriptor dimension (ViT-L has 1024; the formulas do not care)
 T = 42  # templates, as SAM-6D's level-0 views
@@ -46,54 +47,9 @@ TOKEN_SCALE = 4.0  # tokens are int8 / 4: exact in float32 and small to store
 
 
 # --------------------------------------------------------------------------------------------
-# Stand-ins for packages the imported modules need at import time only.
 def install_stubs():
-    def module(name, **attrs):
-        m = types.ModuleType(name)
-        m.__dict__.update(attrs)
-        sys.modules[name] = m
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, m)
-        return m
-
-    def unused(what):
-        def f(*args, **kwargs):
-            raise NotImplementedError(f"{what} is a stand-in in gen_ism_fixtures.py")
-
-        return f
-
-    def missing(name):
-        return importlib.util.find_spec(name) is None
-
-    if missing("torchvision"):
-
-        class Compose:
-            def __init__(self, transforms):
-                self.transforms = transforms
-
-            def __call__(self, x):
-                for t in self.transforms:
-                    x = t(x)
-                return x
-
-        class ToTensor:  # torchvision.transforms.functional.to_tensor for HWC uint8 arrays
-            def __call__(self, pic):
-                assert isinstance(pic, np.ndarray) and pic.dtype == np.uint8 and pic.ndim == 3
-                img = torch.from_numpy(pic.transpose((2, 0, 1))).contiguous()
-                return img.to(dtype=torch.get_default_dtype()).div(255)
-
-        class Normalize:  # torchvision.transforms.functional.normalize
-            def __init__(self, mean, std):
-                self.mean, self.std = mean, std
-
-            def __call__(self, tensor):
-                mean = torch.as_tensor(self.mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-                std = torch.as_tensor(self.std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-                return tensor.clone().sub_(mean).div_(std)
-
-        module("torchvision")
-        module("torchvision.transforms", Compose=Compose, ToTensor=ToTensor, Normalize=Normalize)
+    """Stand-ins for the packages the imported ISM modules need at import time only."""
+    if install_transforms():  # the query normalisation uses its ToTensor / Normalize
         module("torchvision.transforms.functional", resize=unused("resize"), to_pil_image=unused("to_pil_image"))
         module("torchvision.utils", make_grid=unused("make_grid"), save_image=unused("save_image"))
         module("torchvision.ops")
@@ -139,30 +95,8 @@ class StandInDinov2(torch.nn.Module):
         return t[:, 0]
 
 
-def checkout(sam6d_dir):
-    """A bare git mirror of SAM-6D is extracted (its ISM folder, at HEAD) to a temporary folder;
-    a source tree is used as it is. Returns (folder, commit)."""
-    if os.path.isfile(os.path.join(sam6d_dir, "HEAD")) and os.path.isdir(os.path.join(sam6d_dir, "objects")):
-        import atexit
-        import shutil
-        import tempfile
-
-        commit = subprocess.run(["git", "-C", sam6d_dir, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        tmp = tempfile.mkdtemp(prefix="sam6d-ref-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        archive = subprocess.run(["git", "-C", sam6d_dir, "archive", commit, "SAM-6D/Instance_Segmentation_Model"], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        return tmp, commit
-    return sam6d_dir, os.environ.get("SAM6D_COMMIT", "unknown (set SAM6D_COMMIT)")
-
-
 def load_reference(sam6d_dir):
-    sam6d_dir, commit = checkout(sam6d_dir)
-    ism_dir = sam6d_dir
-    for candidate in ("SAM-6D/Instance_Segmentation_Model", "Instance_Segmentation_Model"):
-        if os.path.isdir(os.path.join(sam6d_dir, candidate)):
-            ism_dir = os.path.join(sam6d_dir, candidate)
-    assert os.path.isfile(os.path.join(ism_dir, "run_inference_custom.py")), f"no ISM in {sam6d_dir}"
+    ism_dir, commit = checkout(sam6d_dir, "Instance_Segmentation_Model")
     install_stubs()
     sys.path.insert(0, ism_dir)
     import model.dinov2 as dinov2
@@ -485,10 +419,7 @@ def save_chain(ref, out_dir, sc, res, full):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    sam6d_dir, out_dir = sys.argv[1], sys.argv[2]
-    os.makedirs(out_dir, exist_ok=True)
+    sam6d_dir, out_dir = command_line(__doc__)
     torch.manual_seed(0)
     ref = load_reference(sam6d_dir)
 

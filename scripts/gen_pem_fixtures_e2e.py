@@ -33,7 +33,6 @@ indices (`sample_pts_feats`), the last block's similarity of each stage
 Output: OUT_DIR/e2e_pem.safetensors (names: official checkpoint names for the weights,
 `input.*`, `output.*`) and this script's line in OUT_DIR/README.md. Test: cli-tests/pem_e2e.rs.
 """
-import math
 import os
 import sys
 from types import SimpleNamespace
@@ -43,6 +42,7 @@ import torch
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SCRIPTS)
 import gen_pem_fixtures_net as netgen  # noqa: E402
+from sam6d_reference import command_line, random_rotation, write_readme_line  # noqa: E402
 
 # Reduced sizes (the test builds PemConfig from the same numbers).
 FE_EMBED, FE_OUT = 24, 16
@@ -72,16 +72,6 @@ def reduced_cfg():
 
 
 # --------------------------------------------------------------------------------------------
-def rotation(gen):
-    q = torch.randn(4, generator=gen, dtype=torch.float64)
-    w, x, y, z = (q / q.norm()).tolist()
-    return torch.tensor([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ], dtype=torch.float64)
-
-
 def surface(gen, n, axes):
     """n points on an ellipsoid with semi-axes `axes` (metres), model frame."""
     d = torch.randn(n, 3, generator=gen, dtype=torch.float64)
@@ -94,7 +84,7 @@ def one_instance(gen, axes, t):
     # Observed: the half facing the camera (model −z after rotation ≈ toward the camera), 180
     # distinct surface points (with noise) drawn with replacement to 256 (duplicates: FPS ties),
     # and 6 outliers.
-    R = rotation(gen)
+    R = random_rotation(gen, torch.float64)
     visible = surface(gen, 600, axes)
     cam = visible @ R.T
     visible = visible[cam[:, 2] < 0][:180]
@@ -194,26 +184,8 @@ def margins(outputs):
         print(f"{key}: smallest relative gap between a row's best and second-best assignment {gap.min().item():.2e}")
 
 
-def write_readme_line(out_dir, commit):
-    path = os.path.join(out_dir, "README.md")
-    lines = open(path).read().splitlines() if os.path.isfile(path) else []
-    lines = [l for l in lines if not l.startswith("- `e2e_pem.safetensors`")]
-    import timm
-
-    lines.append(
-        f"- `e2e_pem.safetensors`: the whole PEM (`pose_estimation_model.Net`) at reduced sizes, random weights, "
-        f"B = 2 synthetic detections, per-stage outputs and the recorded hypothesis uniforms; "
-        f"`python scripts/gen_pem_fixtures_e2e.py /work/.mirror/JiehongLin+SAM-6D/repo testdata/pem-fixtures` from SAM-6D "
-        f"{commit}, torch {torch.__version__}, timm {timm.__version__}, CPU ops of scripts/pem_ref_ops.py; tests: cli-tests/pem_e2e.rs."
-    )
-    open(path, "w").write("\n".join(lines) + "\n")
-
-
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    sam6d_dir, out_dir = sys.argv[1], sys.argv[2]
-    os.makedirs(out_dir, exist_ok=True)
+    sam6d_dir, out_dir = command_line(__doc__)
     ref = netgen.load_reference(sam6d_dir)
     import coarse_point_matching
     import fine_point_matching
@@ -232,7 +204,16 @@ def main():
     tensors.update(stored)
     tensors.update(outputs)
     netgen.save(os.path.join(out_dir, "e2e_pem.safetensors"), tensors)
-    write_readme_line(out_dir, ref.commit)
+    import timm  # only now: timm imports torchvision, which load_reference stood in for
+
+    write_readme_line(
+        out_dir,
+        "`e2e_pem.safetensors`",
+        f"the whole PEM (`pose_estimation_model.Net`) at reduced sizes, random weights, "
+        f"B = 2 synthetic detections, per-stage outputs and the recorded hypothesis uniforms; "
+        f"`python scripts/gen_pem_fixtures_e2e.py /work/.mirror/JiehongLin+SAM-6D/repo testdata/pem-fixtures` from SAM-6D "
+        f"{ref.commit}, torch {torch.__version__}, timm {timm.__version__}, CPU ops of scripts/pem_ref_ops.py; tests: cli-tests/pem_e2e.rs.",
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Usage: gen_pem_fixtures_model.py SAM6D_DIR OUT_DIR [inputs]
 
 SAM6D_DIR: a bare git mirror of SAM-6D (its Pose_Estimation_Model folder is extracted at HEAD
-with `git archive`) or a source tree (root or Pose_Estimation_Model). E.g.
+with `git archive`) or a source tree (root or Pose_Estimation_Model; set SAM6D_COMMIT to record
+which commit it is). E.g.
     python scripts/gen_pem_fixtures_model.py /work/.mirror/JiehongLin+SAM-6D/repo testdata/pem-fixtures
 
 The reference functions are imported and called, never copied:
@@ -14,8 +15,9 @@ The reference functions are imported and called, never copied:
   `cv2.resize` (opencv-python-headless, pinned below) on a few extra sizes.
   Packages those modules import but these functions do not need (gorilla, pycocotools,
   trimesh, imageio, torchvision) are replaced by small stand-ins: torchvision's ToTensor and
-  Normalize compute what torchvision computes (float32 x/255, then (x - mean)/std), the RLE
-  decoder reads uncompressed COCO RLE (column-major), trimesh's sampler returns fixed points.
+  Normalize (scripts/sam6d_reference.py) compute what torchvision computes (float32 x/255,
+  then (x - mean)/std), the RLE decoder reads uncompressed COCO RLE (column-major), trimesh's
+  sampler returns fixed points.
 
 The network image (3,224,224) float32 is stored as the uint8 BGR image it was normalised from:
 the script checks that normalising it reproduces the reference tensor bit for bit.
@@ -26,76 +28,24 @@ Output: OUT_DIR/model_inputs.npz; cli-tests/pem_model.rs reads it.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import types
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sam6d_reference import checkout, install_transforms, missing, module  # noqa: E402
+
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
 
-def pem_dir_of(src):
-    """Extracts Pose_Estimation_Model from a bare mirror, or finds it in a tree."""
-    if os.path.isdir(os.path.join(src, "objects")) or src.endswith(".git"):
-        out = tempfile.mkdtemp(prefix="sam6d-pem-")
-        tar = subprocess.run(["git", "-C", src, "archive", "HEAD", "SAM-6D/Pose_Estimation_Model"], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", out], input=tar, check=True)
-        commit = subprocess.run(["git", "-C", src, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-        return os.path.join(out, "SAM-6D", "Pose_Estimation_Model"), commit
-    for cand in (src, os.path.join(src, "Pose_Estimation_Model"), os.path.join(src, "SAM-6D", "Pose_Estimation_Model")):
-        if os.path.isfile(os.path.join(cand, "run_inference_custom.py")):
-            return cand, os.environ.get("SAM6D_COMMIT", "unknown")
-    sys.exit(f"{src}: no SAM-6D Pose_Estimation_Model found")
-
-
-def module(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
-    parent, _, child = name.rpartition(".")
-    if parent:
-        setattr(sys.modules[parent], child, m)
-    return m
-
-
 def install_stubs():
-    def missing(name):
-        return name in sys.modules and False or importlib.util.find_spec(name) is None
-
-    if missing("torchvision"):
-
-        class Compose:
-            def __init__(self, transforms):
-                self.transforms = transforms
-
-            def __call__(self, x):
-                for t in self.transforms:
-                    x = t(x)
-                return x
-
-        class ToTensor:  # torchvision.transforms.functional.to_tensor for HWC uint8 arrays
-            def __call__(self, pic):
-                assert isinstance(pic, np.ndarray) and pic.dtype == np.uint8 and pic.ndim == 3
-                img = torch.from_numpy(pic.transpose((2, 0, 1)).copy()).contiguous()
-                return img.to(dtype=torch.get_default_dtype()).div(255)
-
-        class Normalize:  # torchvision.transforms.functional.normalize
-            def __init__(self, mean, std):
-                self.mean, self.std = mean, std
-
-            def __call__(self, tensor):
-                mean = torch.as_tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
-                std = torch.as_tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
-                return tensor.clone().sub_(mean).div_(std)
-
-        module("torchvision")
-        module("torchvision.transforms", Compose=Compose, ToTensor=ToTensor, Normalize=Normalize)
+    """Stand-ins for the packages the imported PEM modules need but these functions do not."""
+    install_transforms()  # rgb_transform (ToTensor, Normalize) is used
     if missing("gorilla"):
         module("gorilla")
     if missing("imageio"):
@@ -280,7 +230,7 @@ def gen_inputs(pem_dir, out):
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    pem_dir, commit = pem_dir_of(sys.argv[1])
+    pem_dir, commit = checkout(sys.argv[1], "Pose_Estimation_Model")
     out = sys.argv[2]
     what = sys.argv[3] if len(sys.argv) > 3 else "inputs"
     os.makedirs(out, exist_ok=True)

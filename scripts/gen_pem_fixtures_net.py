@@ -6,7 +6,8 @@ Usage: gen_pem_fixtures_net.py SAM6D_DIR OUT_DIR
 SAM6D_DIR is either a bare git mirror of SAM-6D (its Pose_Estimation_Model folder is extracted
 at HEAD with `git archive` and the commit recorded), e.g.
     python scripts/gen_pem_fixtures_net.py /work/.mirror/JiehongLin+SAM-6D/repo testdata/pem-fixtures
-or a SAM-6D source tree (its root; set SAM6D_COMMIT to record which commit it is).
+or a SAM-6D source tree (its root or its Pose_Estimation_Model folder; set SAM6D_COMMIT to record
+which commit it is).
 
 The reference classes are imported and instantiated, never copied:
 - `feature_extraction.ViTEncoder` (ViT_AE with timm's VisionTransformer: depth 12 and 12 heads
@@ -39,7 +40,6 @@ import importlib.abc
 import importlib.machinery
 import json
 import os
-import subprocess
 import sys
 import types
 from types import SimpleNamespace
@@ -48,6 +48,10 @@ import torch
 from safetensors.torch import save_file
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, SCRIPTS)
+import pem_ref_ops  # noqa: E402
+from sam6d_reference import checkout, command_line, write_readme_line  # noqa: E402
+
 MANIFEST = os.path.join(SCRIPTS, "..", "..", "shared", "reference", "manifest-pem-base.json")
 
 
@@ -102,32 +106,9 @@ def install_stubs():
 
 
 # --------------------------------------------------------------------------------------------
-def checkout(sam6d_dir):
-    """A bare git mirror is extracted (its PEM folder, at HEAD) to a temporary folder; a source
-    tree is used as it is. Returns (Pose_Estimation_Model folder, commit)."""
-    if os.path.isfile(os.path.join(sam6d_dir, "HEAD")) and os.path.isdir(os.path.join(sam6d_dir, "objects")):
-        import atexit
-        import shutil
-        import tempfile
-
-        commit = subprocess.run(["git", "-C", sam6d_dir, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        tmp = tempfile.mkdtemp(prefix="sam6d-pem-ref-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        archive = subprocess.run(["git", "-C", sam6d_dir, "archive", commit, "SAM-6D/Pose_Estimation_Model"], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        return os.path.join(tmp, "SAM-6D", "Pose_Estimation_Model"), commit
-    pem = os.path.join(sam6d_dir, "SAM-6D", "Pose_Estimation_Model")
-    if not os.path.isdir(pem):
-        pem = os.path.join(sam6d_dir, "Pose_Estimation_Model")
-    return pem, os.environ.get("SAM6D_COMMIT", "unknown (set SAM6D_COMMIT)")
-
-
 def load_reference(sam6d_dir):
-    pem_dir, commit = checkout(sam6d_dir)
+    pem_dir, commit = checkout(sam6d_dir, "Pose_Estimation_Model")
     install_stubs()
-    sys.path.insert(0, SCRIPTS)
-    import pem_ref_ops
-
     pem_ref_ops.install(pem_dir)
     import feature_extraction
     import fine_point_matching
@@ -299,33 +280,24 @@ def positional_encoding_fixture(ref, out_dir, gen):
     save(os.path.join(out_dir, "net_positional_encoding.safetensors"), t)
 
 
-def write_readme_line(out_dir, commit):
-    path = os.path.join(out_dir, "README.md")
-    lines = open(path).read().splitlines() if os.path.isfile(path) else []
-    lines = [l for l in lines if not l.startswith("- `net_*.safetensors`")]
-    import timm
-
-    lines.append(
-        f"- `net_*.safetensors`: the PEM's network layers (feature extraction, geometric embedding, "
-        f"geometric and sparse-to-dense transformers, positional encoding) at reduced width, random "
-        f"weights; `python scripts/gen_pem_fixtures_net.py SAM6D_DIR testdata/pem-fixtures` from SAM-6D "
-        f"{commit}, torch {torch.__version__}, timm {timm.__version__}; tests: cli-tests/pem_layers.rs."
-    )
-    open(path, "w").write("\n".join(lines) + "\n")
-
-
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    sam6d_dir, out_dir = sys.argv[1], sys.argv[2]
-    os.makedirs(out_dir, exist_ok=True)
+    sam6d_dir, out_dir = command_line(__doc__)
     torch.manual_seed(0)
     ref = load_reference(sam6d_dir)
     check_full_layout(ref)
     for i, make in enumerate([feature_extraction_fixture, geo_embedding_fixture, geometric_transformer_fixture, sparse_to_dense_fixture, positional_encoding_fixture]):
         torch.manual_seed(100 + i)  # module initialisation
         make(ref, out_dir, torch.Generator().manual_seed(200 + i))
-    write_readme_line(out_dir, ref.commit)
+    import timm  # only now: timm imports torchvision, which load_reference stood in for
+
+    write_readme_line(
+        out_dir,
+        "`net_*.safetensors`",
+        f"the PEM's network layers (feature extraction, geometric embedding, "
+        f"geometric and sparse-to-dense transformers, positional encoding) at reduced width, random "
+        f"weights; `python scripts/gen_pem_fixtures_net.py SAM6D_DIR testdata/pem-fixtures` from SAM-6D "
+        f"{ref.commit}, torch {torch.__version__}, timm {timm.__version__}; tests: cli-tests/pem_layers.rs.",
+    )
 
 
 if __name__ == "__main__":

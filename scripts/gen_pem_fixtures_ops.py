@@ -6,7 +6,8 @@ Usage: gen_pem_fixtures_ops.py SAM6D_DIR OUT_DIR
 SAM6D_DIR is a bare git mirror of SAM-6D (its Pose_Estimation_Model folder is extracted at HEAD
 with `git archive` and the commit recorded), e.g.
     python scripts/gen_pem_fixtures_ops.py /work/.mirror/JiehongLin+SAM-6D/repo testdata/pem-fixtures
-or a SAM-6D source tree (its root; set SAM6D_COMMIT to record which commit it is).
+or a SAM-6D source tree (its root or its Pose_Estimation_Model folder; set SAM6D_COMMIT to record
+which commit it is).
 
 The reference's CUDA pointnet2 ops are replaced by the CPU versions of scripts/pem_ref_ops.py
 (installed as `pointnet2._ext`); the reference modules `pointnet2_utils` (QueryAndGroup,
@@ -31,7 +32,6 @@ Outputs (OUT_DIR), all inputs and outputs of the calls, B = 2:
   those values (as float32).
 """
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -40,25 +40,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import pem_ref_ops  # noqa: E402
-
-
-def checkout(sam6d_dir):
-    """Returns (Pose_Estimation_Model folder, commit)."""
-    if os.path.isfile(os.path.join(sam6d_dir, "HEAD")) and os.path.isdir(os.path.join(sam6d_dir, "objects")):
-        import atexit
-        import shutil
-        import tempfile
-
-        commit = subprocess.run(["git", "-C", sam6d_dir, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        tmp = tempfile.mkdtemp(prefix="sam6d-ref-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        archive = subprocess.run(["git", "-C", sam6d_dir, "archive", commit, "SAM-6D/Pose_Estimation_Model"], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        return os.path.join(tmp, "SAM-6D", "Pose_Estimation_Model"), commit
-    for cand in (os.path.join(sam6d_dir, "SAM-6D", "Pose_Estimation_Model"), os.path.join(sam6d_dir, "Pose_Estimation_Model"), sam6d_dir):
-        if os.path.isdir(os.path.join(cand, "model")):
-            return cand, os.environ.get("SAM6D_COMMIT", "unknown (set SAM6D_COMMIT)")
-    sys.exit(f"{sam6d_dir}: not a SAM-6D mirror or source tree")
+from sam6d_reference import checkout, command_line, random_rotation  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,23 +155,13 @@ def ball_fixture(pointnet2_utils, out):
     np.savez_compressed(os.path.join(out, "ops_ball.npz"), **arrays)
 
 
-def random_rotation(gen):
-    q = torch.randn(4, generator=gen, dtype=torch.float64)
-    w, x, y, z = (q / q.norm()).tolist()
-    return torch.tensor([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ], dtype=torch.float32)
-
-
 def matching_case(gen, B, n, n_model):
     """Template points, observed = R·template + t + noise (shuffled), a similarity that is high
     on true pairs (plus noise and some background rows), and CAD points near the template."""
     pts2, pts1, atten, model = [], [], [], []
     for _ in range(B):
         tmpl = torch.rand(n, 3, generator=gen) - 0.5
-        R = random_rotation(gen)
+        R = random_rotation(gen, torch.float32)
         t = torch.rand(3, generator=gen) * 2 - 1
         perm = torch.randperm(n, generator=gen)
         obs = tmpl[perm] @ R.T + t + 0.01 * torch.randn(n, 3, generator=gen)
@@ -212,7 +184,7 @@ def solver_fixture(model_utils, out):
     arrays = {}
 
     src = torch.randn(2, 50, 3, generator=gen)
-    R = torch.stack([random_rotation(gen), random_rotation(gen)])
+    R = torch.stack([random_rotation(gen, torch.float32), random_rotation(gen, torch.float32)])
     ref = src @ R.transpose(1, 2) + torch.randn(2, 1, 3, generator=gen) + 0.05 * torch.randn(2, 50, 3, generator=gen)
     w = torch.rand(2, 50, generator=gen)
     w[:, :5] = 0.0
@@ -250,11 +222,8 @@ def solver_fixture(model_utils, out):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    pem_dir, commit = checkout(sys.argv[1])
-    out = sys.argv[2]
-    os.makedirs(out, exist_ok=True)
+    sam6d_dir, out = command_line(__doc__)
+    pem_dir, commit = checkout(sam6d_dir, "Pose_Estimation_Model")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     pointnet2_utils = pem_ref_ops.install(pem_dir)
     import model_utils
