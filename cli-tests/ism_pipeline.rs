@@ -146,6 +146,23 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     assert!(stderr(&o).contains("from the cache"), "{}", stderr(&o));
     let again: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("again.json")).unwrap()).unwrap();
     assert_eq!(again["ism"], v["ism"], "cached descriptors give the same scores");
+
+    // DINOv2 in bf16: its own cache entry, the name says so, and the scores stay close to f32's.
+    let o = run(&example_args(&e), &[&flags[..], &["--weights-dir", s(&weights), "--cache-dir", s(&cache), "--precision", "bf16", "--out", s(&dir.path().join("bf16.json"))]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("bf16.json")).unwrap()).unwrap();
+    assert_eq!(b["pipeline"], "sam-tiny+ism-dinov2_vits14+geometric+bf16");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "bf16 descriptors are another cache entry");
+    let score_of = |r: &Value, p: &Value| r["ism"].as_array().unwrap().iter().find(|d| d["proposal"] == *p).map(|d| d["score"].as_f64().unwrap());
+    let mut compared = 0;
+    for d in ism {
+        if let Some(s16) = score_of(&b, &d["proposal"]) {
+            let s32 = d["score"].as_f64().unwrap();
+            assert!((s16 - s32).abs() < 0.02, "proposal {}: f32 score {s32}, bf16 {s16}", d["proposal"]);
+            compared += 1;
+        }
+    }
+    assert!(compared * 2 >= ism.len(), "most detections stay detections in bf16: {compared} of {}", ism.len());
 }
 
 /// The whole SAM-6D chain at random weights (sam-tiny, ISM with ViT-S, PEM): detection_pem.json

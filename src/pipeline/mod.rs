@@ -165,7 +165,12 @@ impl Pipeline {
     /// descriptors are cached in `cache_dir`.
     pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, pem: Option<(Pem, PathBuf)>, cache_dir: Option<PathBuf>) -> Pipeline {
         let pose_stage = if pem.is_some() { "pem" } else { "geometric" };
-        let name = format!("{}+ism-{}+{pose_stage}", segmenter.kind, ism.config().dino.model_name());
+        // Reduced precision changes the numbers a little, so results say so.
+        let precision = match ism.config().precision {
+            crate::device::Precision::F32 => String::new(),
+            p => format!("+{p}"),
+        };
+        let name = format!("{}+ism-{}+{pose_stage}{precision}", segmenter.kind, ism.config().dino.model_name());
         let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new(), pem, pem_data: HashMap::new() });
         Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true }
     }

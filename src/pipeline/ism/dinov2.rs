@@ -15,6 +15,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use crate::nn::precision::{conv_tensors, layer_norm_tensors, linear_tensors, set_kind};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -140,14 +141,6 @@ impl Ffn {
     }
 }
 
-fn linear_tensors(l: &nn::Linear) -> Vec<&Tensor> {
-    std::iter::once(&l.ws).chain(l.bs.as_ref()).collect()
-}
-
-fn layer_norm_tensors(l: &nn::LayerNorm) -> Vec<&Tensor> {
-    l.ws.iter().chain(l.bs.as_ref()).collect()
-}
-
 /// One pre-norm transformer block with LayerScale.
 #[derive(Debug)]
 struct Block {
@@ -258,8 +251,7 @@ impl Dinov2 {
 
     /// Every parameter (no names; see the VarStore for those).
     fn tensors(&self) -> Vec<&Tensor> {
-        let mut v = vec![&self.patch_embed.ws];
-        v.extend(self.patch_embed.bs.as_ref());
+        let mut v = conv_tensors(&self.patch_embed);
         v.extend([&self.cls_token, &self.pos_embed, &self.mask_token]);
         for b in &self.blocks {
             v.extend(b.tensors());
@@ -268,16 +260,11 @@ impl Dinov2 {
         v
     }
 
-    /// Runs the network in `kind` (`Kind::Half` / `Kind::BFloat16` on CUDA; `Kind::Float` back
-    /// to full precision). The positional embedding is resampled in f32 as the reference does;
+    /// Runs the network in `kind` (`Kind::BFloat16` on a CPU or CUDA, `Kind::Half` on CUDA;
+    /// `Kind::Float` back to full precision). The positional embedding is resampled in f32 as the reference does;
     /// [`Dinov2::forward`] still returns f32.
     pub fn to_kind(&mut self, kind: Kind) {
-        tch::no_grad(|| {
-            for t in self.tensors() {
-                let mut t = t.shallow_clone();
-                t.set_data(&t.to_kind(kind));
-            }
-        });
+        set_kind(&self.tensors(), kind);
         self.kind = kind;
         self.pos_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }

@@ -10,7 +10,7 @@ pub mod descriptors;
 pub mod dinov2;
 pub mod score;
 
-use crate::device::Device;
+use crate::device::{Device, Precision};
 use crate::pipeline::segment::Proposal;
 use crate::pipeline::{Frame, ObjectModel};
 use crate::render::templates;
@@ -35,11 +35,13 @@ pub struct IsmConfig {
     /// ImageNet normalisation) and Q2 (one empty box intersection zeroes every geometric score);
     /// `Fixed` normalises templates like queries and scores each proposal on its own.
     pub mode: Mode,
+    /// DINOv2's element type; descriptors and scores are f32 whatever it is.
+    pub precision: Precision,
 }
 
 impl Default for IsmConfig {
     fn default() -> Self {
-        IsmConfig { dino: DinoKind::VitL14, mode: Mode::Fixed }
+        IsmConfig { dino: DinoKind::VitL14, mode: Mode::Fixed, precision: Precision::F32 }
     }
 }
 
@@ -66,13 +68,18 @@ impl Ism {
     /// names it and the command that makes it from the official checkpoint.
     pub fn load(weights_dir: &Path, config: IsmConfig, device: Device) -> anyhow::Result<Ism> {
         let path = weights_dir.join(dinov2::file_name(config.dino));
+        config.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
         let dino = dinov2::load(&path, config.dino, device.tch()).context("the ISM (--pipeline sam6d) describes proposals and templates with DINOv2")?;
-        Ok(Ism { dino, device: device.tch(), config, weights: path })
+        Ok(Self::from_network(dino, config, path))
     }
 
     /// An ISM around a network built elsewhere (benchmarks and tests at random weights);
-    /// `weights_id` names its weights in template cache keys.
-    pub fn from_network(dino: Dinov2, config: IsmConfig, weights_id: PathBuf) -> Ism {
+    /// `weights_id` names its weights in template cache keys. The network is switched to the
+    /// config's precision.
+    pub fn from_network(mut dino: Dinov2, config: IsmConfig, weights_id: PathBuf) -> Ism {
+        if config.precision != Precision::F32 {
+            dino.to_kind(config.precision.kind());
+        }
         Ism { device: dino.device(), dino, config, weights: weights_id }
     }
 
@@ -146,7 +153,7 @@ impl Ism {
     fn cache_key(&self, model: &ObjectModel) -> cache::Key {
         cache::Key::default()
             .bytes(&cache::VERSION.to_le_bytes())
-            .str(&format!("{:?} {:?}", self.config.dino, self.config.mode))
+            .str(&format!("{:?} {:?} {}", self.config.dino, self.config.mode, self.config.precision))
             .file(&self.weights)
             .mesh(&model.mesh)
     }

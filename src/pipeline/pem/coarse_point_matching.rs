@@ -67,6 +67,11 @@ pub struct CoarseOutput {
 }
 
 impl CoarsePointMatching {
+    /// The element type it computes in (its inputs are converted to it).
+    pub fn kind(&self) -> tch::Kind {
+        self.in_proj.ws.kind()
+    }
+
     /// The checkpoint's stage under `p` (`coarse_point_matching`), random weights.
     pub fn new(p: nn::Path) -> Self {
         Self::with_config(p, &MatchingConfig::base())

@@ -14,6 +14,7 @@
 //! `rgb_net.output_upscaling.weight`, …) below the caller's path (`feature_extraction`),
 //! including the classifier head that the reference builds but never uses, so that loading the
 //! checkpoint is strict both ways.
+use crate::nn::precision::{conv_tensors, layer_norm_tensors, linear_tensors, set_kind};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -95,6 +96,18 @@ impl Block {
         let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)).gelu("none"));
         x + m
     }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = layer_norm_tensors(&self.norm1);
+        for l in [&self.qkv, &self.proj] {
+            v.extend(linear_tensors(l));
+        }
+        v.extend(layer_norm_tensors(&self.norm2));
+        for l in [&self.fc1, &self.fc2] {
+            v.extend(linear_tensors(l));
+        }
+        v
+    }
 }
 
 /// `feature_extraction.rgb_net` (ViT + `output_upscaling`).
@@ -142,6 +155,30 @@ impl FeatureExtraction {
         &self.cfg
     }
 
+    /// Every parameter (the VarStore has their names).
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut v = conv_tensors(&self.patch_embed);
+        v.extend([&self.cls_token, &self.pos_embed]);
+        for b in &self.blocks {
+            v.extend(b.tensors());
+        }
+        v.extend(layer_norm_tensors(&self.norm));
+        v.extend(linear_tensors(&self._head));
+        v.extend(linear_tensors(&self.output_upscaling));
+        v
+    }
+
+    /// Runs the extractor in `kind` (`Kind::BFloat16` on a CPU or CUDA, `Kind::Half` on CUDA,
+    /// `Kind::Float` back): [`FeatureExtraction::forward`] computes and returns in that kind.
+    pub fn to_kind(&self, kind: Kind) {
+        set_kind(&self.tensors(), kind);
+    }
+
+    /// The element type it computes in.
+    pub fn kind(&self) -> Kind {
+        self.pos_embed.kind()
+    }
+
     /// rgb: (B, 3, 224, 224), normalised as the PEM prepares it (BGR order, quirk Q12: the
     /// caller's business) → dense feature map (B, out_dim, 224, 224), in the weights' kind.
     ///
@@ -151,7 +188,7 @@ impl FeatureExtraction {
         let (b, c, h, w) = rgb.size4().expect("rgb must be B×3×224×224");
         assert!(c == 3 && h == IMAGE_SIZE && w == IMAGE_SIZE, "PEM rgb input {:?}: need B×3×224×224", rgb.size());
         let d = self.cfg.embed_dim;
-        let x = rgb.to_device(self.pos_embed.device()).to_kind(self.pos_embed.kind());
+        let x = rgb.to_device(self.pos_embed.device()).to_kind(self.kind());
         let patches = self.patch_embed.forward(&x).flatten(2, -1).transpose(1, 2);
         let mut t = Tensor::cat(&[self.cls_token.expand([b, 1, d], false), patches], 1) + &self.pos_embed;
         let mut tapped = Vec::with_capacity(4);

@@ -29,6 +29,9 @@ const RADIUS_EPS: f64 = 1e-6;
 const BG_POINT: f64 = 100.0;
 /// Templates run through the ViT together (memory bound, not a result change).
 const TEMPLATE_CHUNK: usize = 8;
+/// Detections per forward pass (see [`Pem::estimate`]).
+const DETECTIONS_PER_FORWARD_CPU: i64 = 4;
+const DETECTIONS_PER_FORWARD_CUDA: i64 = 16;
 
 /// BatchNorm's step counter: the reference's loader tolerates its absence (gorilla
 /// `load_checkpoint`), and inference never reads it.
@@ -156,6 +159,13 @@ impl Pem {
         &self.cfg
     }
 
+    /// Runs the ViT-B feature extractor in `kind` (bf16 on a CPU with bf16 dot products is
+    /// ~3× faster) while the matching stages and the solver stay as they are: their features
+    /// are converted to the matching stages' kind.
+    pub fn set_backbone_kind(&self, kind: Kind) {
+        self.feature_extraction.to_kind(kind);
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }
@@ -209,7 +219,7 @@ impl Pem {
             }
         }
         let pts = Tensor::cat(&templates.iter().map(|t| t.1.to_device(self.device).to_kind(Kind::Float)).collect::<Vec<_>>(), 0).unsqueeze(0);
-        let feats = Tensor::cat(&feats, 1);
+        let feats = Tensor::cat(&feats, 1).to_kind(self.coarse_point_matching.kind());
         let (po, fo, _) = sample_points_features(&pts, &feats, self.cfg.fine_npoint);
         (po, fo)
     }
@@ -224,8 +234,9 @@ impl Pem {
             return self.empty_output(batch.pts.size()[1]);
         }
         let map = self.feature_extraction.forward(&batch.rgb.to_device(dev));
-        let dense_fm = FeatureExtraction::features_at(&map, &batch.rgb_choose.to_device(dev));
-        let dense_fo = batch.dense_fo.to_device(dev).to_kind(dense_fm.kind());
+        let kind = self.coarse_point_matching.kind();
+        let dense_fm = FeatureExtraction::features_at(&map, &batch.rgb_choose.to_device(dev)).to_kind(kind);
+        let dense_fo = batch.dense_fo.to_device(dev).to_kind(kind);
         let float = |t: &Tensor| t.to_device(dev).to_kind(Kind::Float);
         let dense_po_m = float(&batch.dense_po);
         // Normalise every point set by the template radius (Q14).
@@ -278,10 +289,55 @@ impl Pem {
         }
     }
 
-    /// [`Pem::forward`] with the hypothesis draws from torch's RNG (seed it for repeatability).
+    /// [`Pem::forward`] with the hypothesis draws from torch's RNG (seed it for repeatability),
+    /// [`Pem::detections_per_forward`] detections at a time: a crowded frame's dozens of
+    /// detections in one batch would need ~0.6 GB each. All draws are made first, as for one
+    /// batch, so the results do not depend on the split.
     pub fn estimate(&self, batch: &PemBatch) -> PemOutput {
         let b = batch.pts.size()[0];
-        self.forward(batch, &pose_solver::hypothesis_uniforms(b, self.cfg.n_proposal1, self.device))
+        let uniforms = pose_solver::hypothesis_uniforms(b, self.cfg.n_proposal1, self.device);
+        let step = self.detections_per_forward();
+        if b <= step {
+            return self.forward(batch, &uniforms);
+        }
+        let parts: Vec<PemOutput> = (0..b).step_by(step as usize).map(|i| {
+            let n = step.min(b - i);
+            self.forward(&batch.narrow(i, n), &uniforms.narrow(0, i, n))
+        }).collect();
+        PemOutput::cat(&parts)
+    }
+
+    /// How many detections one forward pass takes: a few on a CPU (memory, not speed, is what
+    /// batching changes there), more on a GPU.
+    pub fn detections_per_forward(&self) -> i64 {
+        if self.device.is_cuda() { DETECTIONS_PER_FORWARD_CUDA } else { DETECTIONS_PER_FORWARD_CPU }
+    }
+}
+
+impl PemBatch {
+    /// Detections `start..start + len`.
+    pub fn narrow(&self, start: i64, len: i64) -> PemBatch {
+        let n = |t: &Tensor| t.narrow(0, start, len);
+        PemBatch { pts: n(&self.pts), rgb: n(&self.rgb), rgb_choose: n(&self.rgb_choose), model: n(&self.model), dense_po: n(&self.dense_po), dense_fo: n(&self.dense_fo) }
+    }
+}
+
+impl PemOutput {
+    /// The outputs of consecutive batches as one.
+    fn cat(parts: &[PemOutput]) -> PemOutput {
+        let cat = |f: fn(&PemOutput) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
+        PemOutput {
+            pred_r: cat(|o| &o.pred_r),
+            pred_t: cat(|o| &o.pred_t),
+            pose_score: cat(|o| &o.pose_score),
+            radius: cat(|o| &o.radius),
+            fps_idx_m: cat(|o| &o.fps_idx_m),
+            fps_idx_o: cat(|o| &o.fps_idx_o),
+            init_r: cat(|o| &o.init_r),
+            init_t: cat(|o| &o.init_t),
+            coarse_similarity: cat(|o| &o.coarse_similarity),
+            fine_similarity: cat(|o| &o.fine_similarity),
+        }
     }
 }
 
@@ -334,5 +390,67 @@ mod tests {
         // Rotations: RᵀR = I.
         let eye = out.pred_r.transpose(1, 2).matmul(&out.pred_r) - Tensor::eye(3, opts);
         assert!(eye.abs().max().double_value(&[]) < 1e-4);
+    }
+
+    fn random_batch(b: i64, po: &Tensor, fo: &Tensor) -> PemBatch {
+        let opts = (Kind::Float, Device::Cpu);
+        PemBatch {
+            pts: Tensor::randn([b, 32, 3], opts) * 0.05 + Tensor::from_slice(&[0f32, 0., 0.7]),
+            rgb: Tensor::randn([b, 3, 224, 224], opts),
+            rgb_choose: Tensor::randint(224 * 224, [b, 32], (Kind::Int64, Device::Cpu)),
+            model: Tensor::randn([b, 24, 3], opts) * 0.05,
+            dense_po: po.expand([b, -1, -1], false),
+            dense_fo: fo.expand([b, -1, -1], false),
+        }
+    }
+
+    fn tiny_object(pem: &Pem) -> (Tensor, Tensor) {
+        let opts = (Kind::Float, Device::Cpu);
+        let tem_rgb = Tensor::randn([3, 224, 224], opts);
+        let tem_pts = Tensor::randn([40, 3], opts) * 0.05;
+        let tem_choose = Tensor::randint(224 * 224, [40], (Kind::Int64, Device::Cpu));
+        pem.object_features(&[(&tem_rgb, &tem_pts, &tem_choose)])
+    }
+
+    #[test]
+    fn many_detections_go_in_chunks_with_the_same_results() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let pem = Pem::new(&vs.root(), &PemConfig::tiny());
+        let (po, fo) = tiny_object(&pem);
+        let b = 2 * pem.detections_per_forward() + 1;
+        let batch = random_batch(b, &po, &fo);
+        tch::manual_seed(7);
+        let chunked = pem.estimate(&batch);
+        tch::manual_seed(7);
+        let whole = pem.forward(&batch, &pose_solver::hypothesis_uniforms(b, pem.config().n_proposal1, Device::Cpu));
+        let diff = |a: &Tensor, c: &Tensor| (a - c).abs().max().double_value(&[]);
+        assert_eq!(chunked.pred_r.size(), [b, 3, 3]);
+        assert!(diff(&chunked.pred_r, &whole.pred_r) < 1e-5);
+        assert!(diff(&chunked.pred_t, &whole.pred_t) < 1e-6);
+        assert!(diff(&chunked.pose_score, &whole.pose_score) < 1e-6);
+        assert_eq!(diff(&chunked.fps_idx_m, &whole.fps_idx_m), 0.0);
+    }
+
+    #[test]
+    fn a_bf16_backbone_feeds_f32_matching() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let pem = Pem::new(&vs.root(), &PemConfig::tiny());
+        let (po, fo) = tiny_object(&pem);
+        let batch = random_batch(2, &po, &fo);
+        let map32 = pem.feature_extraction.forward(&batch.rgb);
+        pem.set_backbone_kind(Kind::BFloat16);
+        assert_eq!(pem.feature_extraction.kind(), Kind::BFloat16);
+        assert_eq!(pem.coarse_point_matching.kind(), Kind::Float);
+        let map16 = pem.feature_extraction.forward(&batch.rgb);
+        assert_eq!(map16.kind(), Kind::BFloat16);
+        let rel = (map16.to_kind(Kind::Float) - &map32).norm().double_value(&[]) / map32.norm().double_value(&[]);
+        assert!(rel > 0.0 && rel < 0.02, "bf16 features off by {rel} (relative)");
+        // The object's features come out in the matching stages' kind, and a pass runs.
+        let (po16, fo16) = tiny_object(&pem);
+        assert_eq!(fo16.kind(), Kind::Float);
+        let out = pem.estimate(&random_batch(2, &po16, &fo16));
+        assert_eq!(out.pred_r.kind(), Kind::Float);
     }
 }

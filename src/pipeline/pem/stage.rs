@@ -50,9 +50,11 @@ pub struct PemPose {
 }
 
 /// [`object_data`], with the template points and features from the cache in `cache_dir` when
-/// an entry matches the mesh and the weights file `weights` (else made and stored).
+/// an entry matches the mesh, the weights file `weights` and the feature extractor's precision
+/// (else made and stored).
 pub fn object_data_cached(pem: &Pem, weights: &Path, model: &ObjectModel, cache_dir: Option<&Path>) -> anyhow::Result<ObjectPemData> {
-    let key = cache::Key::default().bytes(&cache::VERSION.to_le_bytes()).str("pem").file(weights).mesh(&model.mesh);
+    let backbone = format!("{:?}", pem.feature_extraction.kind());
+    let key = cache::Key::default().bytes(&cache::VERSION.to_le_bytes()).str("pem").str(&backbone).file(weights).mesh(&model.mesh);
     if let Some(entry) = cache_dir.and_then(|d| cache::load(d, key)) {
         let get = |name: &str| entry.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_device(pem.device()));
         if let (Some(dense_po), Some(dense_fo)) = (get("dense_po"), get("dense_fo")) {

@@ -3,7 +3,7 @@
 use super::sam::automatic::{self, AmgConfig, AmgTimings};
 use super::sam::model::{Sam, SamKind};
 use super::Proposal;
-use crate::device::Device;
+use crate::device::{Device, Precision};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -72,38 +72,6 @@ impl FromStr for SegmenterKind {
     }
 }
 
-/// The image encoder's precision (`--sam-precision`). Half precision is for CUDA; bf16 also
-/// runs on a CPU (slower there than f32, a reference point only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-    F16,
-}
-
-impl FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision '{s}': use f32, bf16 or f16")),
-        }
-    }
-}
-
-impl Precision {
-    fn kind(self) -> tch::Kind {
-        match self {
-            Precision::F32 => tch::Kind::Float,
-            Precision::Bf16 => tch::Kind::BFloat16,
-            Precision::F16 => tch::Kind::Half,
-        }
-    }
-}
-
 /// The weights directory: `explicit` (`--weights-dir`), else `$SAM6D_WEIGHTS`, else the first
 /// existing of `./weights`, `weights/` of the checkout the binary was built in (so
 /// `target/release/sam6d` finds what scripts/setup.sh installed), and
@@ -144,7 +112,7 @@ impl Segmenter {
     /// and the encoder's precision.
     pub fn load_with(kind: SegmenterKind, dir: &Path, device: Device, config: AmgConfig, precision: Precision) -> anyhow::Result<Option<Segmenter>> {
         let Some(sam_kind) = kind.sam_kind() else { return Ok(None) };
-        anyhow::ensure!(precision != Precision::F16 || device != Device::Cpu, "--sam-precision f16 needs a CUDA device (libtorch's CPU kernels lack half precision): use f32 or bf16 on the CPU");
+        precision.check(device).map_err(|e| anyhow::anyhow!("--sam-precision {e}"))?;
         let mut files = Vec::new();
         for (name, how) in kind.files() {
             let path = dir.join(name);
