@@ -9,7 +9,7 @@
 //! neighbours. The two 128-channel results are concatenated and mixed by a 1×1 Conv1d 256→d.
 //! Parameters: `mlp{1,2}.layer{0,1,2}.conv.weight`, `….normlayer.bn.*`, `mlp3.conv.*`.
 use super::point_ops;
-use tch::nn::{self, Module, ModuleT};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Ball radii and neighbour counts of the two scales (`pe_radius1/2`, `nsample1/2`).
@@ -27,19 +27,31 @@ struct ConvBnRelu {
     _num_batches_tracked: Tensor,
 }
 
+/// BatchNorm's epsilon in the reference's layers.
+const BN_EPS: f64 = 1e-5;
+
 impl ConvBnRelu {
     fn new(p: nn::Path, cin: i64, cout: i64) -> Self {
         let bn = &p / "normlayer" / "bn";
         ConvBnRelu {
             conv: nn::conv2d(&p / "conv", cin, cout, 1, nn::ConvConfig { bias: false, ..Default::default() }),
-            bn: nn::batch_norm2d(&bn, cout, nn::BatchNormConfig { eps: 1e-5, ..Default::default() }),
+            bn: nn::batch_norm2d(&bn, cout, nn::BatchNormConfig { eps: BN_EPS, ..Default::default() }),
             // int64, as PyTorch stores it, so `weights check` accepts a checkpoint that has it.
             _num_batches_tracked: bn.add("num_batches_tracked", Tensor::zeros([], (tch::Kind::Int64, bn.device())), false),
         }
     }
 
+    /// x: (…, cin), channels last → (…, cout). The 1×1 conv and the inference-mode BatchNorm
+    /// are one affine map, applied as a single matmul over the channels: twice as fast on a
+    /// CPU as conv → BatchNorm on the (B, C, N, S) layout, equal up to float rounding.
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.bn.forward_t(&self.conv.forward(x), false).relu()
+        let (cout, cin) = (self.conv.ws.size()[0], self.conv.ws.size()[1]);
+        let gamma = self.bn.ws.as_ref().expect("affine BatchNorm");
+        let beta = self.bn.bs.as_ref().expect("affine BatchNorm");
+        let scale = gamma / (&self.bn.running_var + BN_EPS).sqrt();
+        let w = self.conv.ws.view([cout, cin]) * scale.unsqueeze(1);
+        let b = beta - &self.bn.running_mean * &scale;
+        x.linear(&w.to_kind(x.kind()), Some(b.to_kind(x.kind()))).relu()
     }
 }
 
@@ -74,16 +86,18 @@ impl PositionalEncoding {
             .zip(&self.mlps)
             .map(|(&(radius, nsample), mlp)| {
                 let idx = point_ops::ball_query(radius, nsample, &xyz, &xyz); // (B,N,S)
-                let grouped = point_ops::group(&xyz_t, &idx); // (B,3,N,S)
-                let relative = &grouped - xyz_t.unsqueeze(-1);
-                let mut f = Tensor::cat(&[relative, grouped], 1).to_kind(kind); // (B,6,N,S)
+                let grouped = point_ops::group(&xyz_t, &idx).permute([0, 2, 3, 1]); // (B,N,S,3)
+                let relative = &grouped - xyz.unsqueeze(2);
+                // Channels last: [neighbour − centre, neighbour] as the reference's 6 channels.
+                let mut f = Tensor::cat(&[relative, grouped], 3).to_kind(kind); // (B,N,S,6)
                 for layer in mlp {
                     f = layer.forward(&f);
                 }
-                f.amax(-1i64, false) // (B,128,N)
+                f.amax(2i64, false) // (B,N,128)
             })
             .collect();
-        self.mlp3.forward(&Tensor::cat(&feats, 1)).transpose(1, 2)
+        let (out, cin) = (self.mlp3.ws.size()[0], self.mlp3.ws.size()[1]);
+        Tensor::cat(&feats, 2).linear(&self.mlp3.ws.view([out, cin]), self.mlp3.bs.as_ref())
     }
 }
 
