@@ -6,7 +6,7 @@
 //!
 //! The detections are a disk mask around the watering can of SAM-6D's example frame (the
 //! network's cost does not depend on what the mask holds); B detections go through
-//! `stage::estimate` as a frame's do (4 per forward pass on a CPU, 16 on CUDA). Times are medians of --runs runs (default 3) after
+//! `stage::estimate` as a frame's do (4 per forward pass on a CPU, 8 on CUDA). Times are medians of --runs runs (default 3) after
 //! one untimed run.
 mod common;
 

@@ -103,6 +103,9 @@ fn missing_weights_and_misuse_are_explained() {
     expect_error(&o, 1, &["--precision f16 needs a CUDA device"]);
     let o = with(&["--precision", "f64"]);
     expect_error(&o, 2, &["unknown precision 'f64'", "bf16"]);
+    // No network, nothing to run in f16: a geometric run without a segmenter ignores it.
+    let o = with(&["--segmenter", "none", "--precision", "f16", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = with(&["--segmenter", "none", "--ism-overlay", s(&empty.path().join("x.png"))]);
     expect_error(&o, 1, &["--ism-overlay", "no segmenter"]);
     // A file that is not safetensors is a load error naming the file, not a crash.

@@ -17,14 +17,9 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sam6d"))
+        let mut child = crate::sam6d_command()
             .args(["serve", "--port", "0"])
             .args(args)
-            .env_remove("SAM6D_SEGMENTER")
-            .env_remove("CAD_PATH")
-            .env_remove("CAM_PATH")
-            .env_remove("OUTPUT_DIR")
-            .env_remove("SAM6D_SHUTDOWN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

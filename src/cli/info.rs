@@ -29,7 +29,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     }
     let (auto, why) = match super::stages::sam6d_missing(&dir, DinoKind::VitL14, true, None::<SegmenterKind>) {
         None => ("sam6d", "DINOv2 ViT-L, the PEM and a segmenter are installed".to_string()),
-        Some(m) => ("geometric", format!("for sam6d, no {m}")),
+        Some(m) => ("geometric", format!("for sam6d, missing: {m}")),
     };
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -54,7 +54,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         println!("CPU threads: {}", rayon::current_num_threads());
         println!("pipelines: geometric (weights-free PPF + ICP + verification), sam6d (segmenter + ISM + PEM)");
         println!("weights: {} ({})", dir.display(), if installed.is_empty() { "none installed".to_string() } else { installed.join(", ") });
-        println!("--pipeline auto runs: {auto} ({why})");
+        println!("--pipeline auto runs, with the default --dinov2 and --pose-stage: {auto} ({why})");
     }
     Ok(())
 }

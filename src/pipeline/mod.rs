@@ -165,7 +165,8 @@ impl Pipeline {
     /// descriptors are cached in `cache_dir`.
     pub fn sam6d(options: Options, segmenter: Segmenter, ism: Ism, pem: Option<(Pem, PathBuf)>, cache_dir: Option<PathBuf>) -> Pipeline {
         let pose_stage = if pem.is_some() { "pem" } else { "geometric" };
-        // Reduced precision changes the numbers a little, so results say so.
+        // DINOv2 and the PEM's backbone in reduced precision move scores and poses a little, so
+        // SAM-6D's results say so (the segmenter's precision only changes which masks exist).
         let precision = match ism.config().precision {
             crate::device::Precision::F32 => String::new(),
             p => format!("+{p}"),

@@ -31,7 +31,7 @@ const BG_POINT: f64 = 100.0;
 const TEMPLATE_CHUNK: usize = 8;
 /// Detections per forward pass (see [`Pem::estimate`]).
 const DETECTIONS_PER_FORWARD_CPU: i64 = 4;
-const DETECTIONS_PER_FORWARD_CUDA: i64 = 16;
+const DETECTIONS_PER_FORWARD_CUDA: i64 = 8;
 
 /// BatchNorm's step counter: the reference's loader tolerates its absence (gorilla
 /// `load_checkpoint`), and inference never reads it.
@@ -312,8 +312,8 @@ impl Pem {
         PemOutput::cat(&parts)
     }
 
-    /// How many detections one forward pass takes: a few on a CPU (memory, not speed, is what
-    /// batching changes there), more on a GPU.
+    /// How many detections one forward pass takes (about 0.6 GB each): a few on a CPU (memory,
+    /// not speed, is what batching changes there), more on a GPU (8: about 5 GB).
     pub fn detections_per_forward(&self) -> i64 {
         if self.device.is_cuda() { DETECTIONS_PER_FORWARD_CUDA } else { DETECTIONS_PER_FORWARD_CPU }
     }

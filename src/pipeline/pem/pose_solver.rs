@@ -73,6 +73,9 @@ pub fn hypothesis_uniforms(batch: i64, n_proposal1: i64, device: Device) -> Tens
 fn nearest_model_distance(pts: &Tensor, model: &Tensor) -> Tensor {
     let (b, p, _) = pts.size3().expect("nearest_model_distance: pts must be (B,P,3)");
     let m = model.size()[1];
+    if b == 0 {
+        return Tensor::zeros([0, p], (Kind::Float, pts.device()));
+    }
     let chunk = (NEAREST_CHUNK_ELEMENTS / (p * m).max(1)).clamp(1, b.max(1));
     let x2 = pts.square().sum_dim_intlist(&[-1i64][..], false, None::<Kind>).unsqueeze(-1);
     let y2 = model.square().sum_dim_intlist(&[-1i64][..], false, None::<Kind>).unsqueeze(-2);
