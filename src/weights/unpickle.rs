@@ -46,6 +46,26 @@ pub enum Node {
     Tensor(TensorMeta),
 }
 
+impl Node {
+    /// Python's name for the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Node::None => "NoneType",
+            Node::Bool(_) => "bool",
+            Node::Int(_) | Node::BigInt => "int",
+            Node::Float(_) => "float",
+            Node::Str(_) => "str",
+            Node::Bytes(_) => "bytes",
+            Node::List(_) => "list",
+            Node::Tuple(_) => "tuple",
+            Node::Dict(_) => "dict",
+            Node::Global(_) => "global",
+            Node::Storage(_) => "storage",
+            Node::Tensor(_) => "tensor",
+        }
+    }
+}
+
 /// The only globals a checkpoint may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Global {
@@ -158,20 +178,7 @@ impl Pickled {
 
     /// Python's name for the value's type, for messages.
     pub fn type_name(&self, id: Id) -> &'static str {
-        match &self.nodes[id] {
-            Node::None => "NoneType",
-            Node::Bool(_) => "bool",
-            Node::Int(_) | Node::BigInt => "int",
-            Node::Float(_) => "float",
-            Node::Str(_) => "str",
-            Node::Bytes(_) => "bytes",
-            Node::List(_) => "list",
-            Node::Tuple(_) => "tuple",
-            Node::Dict(_) => "dict",
-            Node::Global(_) => "global",
-            Node::Storage(_) => "storage",
-            Node::Tensor(_) => "tensor",
-        }
+        self.nodes[id].type_name()
     }
 }
 
@@ -349,21 +356,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn type_name(&self, id: Id) -> &'static str {
-        // Same table as Pickled::type_name.
-        match &self.nodes[id] {
-            Node::None => "NoneType",
-            Node::Bool(_) => "bool",
-            Node::Int(_) | Node::BigInt => "int",
-            Node::Float(_) => "float",
-            Node::Str(_) => "str",
-            Node::Bytes(_) => "bytes",
-            Node::List(_) => "list",
-            Node::Tuple(_) => "tuple",
-            Node::Dict(_) => "dict",
-            Node::Global(_) => "global",
-            Node::Storage(_) => "storage",
-            Node::Tensor(_) => "tensor",
-        }
+        self.nodes[id].type_name()
     }
 
     /// "an int", "a list": the type with its article, for messages.
