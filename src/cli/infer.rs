@@ -303,11 +303,18 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
 
     let t2 = Instant::now();
     let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device, refine_icp: args.stages.refine_icp() };
+    // SAM-6D's networks take seconds to load and, on a CPU, up to minutes per frame: show that
+    // something is happening (the geometric pipeline alone answers in under a second).
+    let neural = args.stages.pipeline_kind().0 == super::stages::PipelineKind::Sam6d || args.stages.segmenter.is_some_and(|k| k != sam6d::pipeline::segment::segmenter::SegmenterKind::None);
+    let spinner = if neural { super::status_spinner(format!("loading the networks on {device}")) } else { indicatif::ProgressBar::hidden() };
     let pipeline = args.stages.build(options)?;
+    spinner.set_message(format!("{} on {device}", pipeline.name()));
     anyhow::ensure!(args.ism_overlay.is_none() || pipeline.has_segmenter(), "--ism-overlay draws the segmenter's proposals, but no segmenter is in use (--segmenter; see sam6d infer --help)");
     anyhow::ensure!(args.ism_json.is_none() || pipeline.has_ism(), "--ism-json writes the ISM's detections: it needs --pipeline sam6d");
     let segmenter_ms = t2.elapsed().as_secs_f64() * 1e3;
-    let est = pipeline.estimate(&frame, &model)?;
+    let est = pipeline.estimate(&frame, &model);
+    spinner.finish_and_clear();
+    let est = est?;
 
     let mut out = io::results::estimate_json(&est, &model.name, &frame, &pipeline.name(), &device.to_string());
     out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(model_ms), "segmenter": round3(segmenter_ms)}));

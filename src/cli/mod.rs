@@ -11,10 +11,16 @@ pub mod templates;
 pub mod viz;
 pub mod weights;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Whether logging is at its default quietness (no -v, no SAM6D_LOG): only then may a status
+/// spinner share stderr, which log lines would otherwise break up.
+static QUIET_LOGS: AtomicBool = AtomicBool::new(false);
 
 /// Logs go to stderr so that stdout stays clean for JSON. `default` is the level without -v.
 pub fn init_logging(verbose: u8, default: &str) {
+    QUIET_LOGS.store(verbose == 0 && std::env::var_os("SAM6D_LOG").is_none(), Ordering::Relaxed);
     let default = match verbose {
         0 => default,
         1 => "info",
@@ -24,6 +30,21 @@ pub fn init_logging(verbose: u8, default: &str) {
     // Colour codes only for a person at a terminal; log files and pipes get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+}
+
+/// A spinner with the elapsed time on stderr for work that takes seconds to minutes without
+/// other output (SAM-6D's networks on a CPU). Hidden unless a person watches stderr (a
+/// terminal) and logs are quiet, so pipes, files and -v output stay clean.
+pub fn status_spinner(message: String) -> indicatif::ProgressBar {
+    if !QUIET_LOGS.load(Ordering::Relaxed) || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    // Cleared when dropped too, so that an error message starts on a clean line.
+    let bar = indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 pub fn parse_unit_interval(s: &str) -> Result<f32, String> {
