@@ -38,3 +38,36 @@ pub fn load_named(vs: &nn::VarStore, tensors: &[(String, Tensor)], prefixes: &[&
     report.missing.sort();
     Ok(report)
 }
+
+/// Names listed in a load error before "and N more".
+const LISTED: usize = 8;
+
+/// The first few of `names`, then how many more: for error messages.
+fn listed(names: &[String]) -> String {
+    let mut s = names.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > LISTED {
+        s += &format!(" and {} more", names.len() - LISTED);
+    }
+    s
+}
+
+impl LoadReport {
+    /// For strict loading (PyTorch's `load_state_dict(strict=True)`): the file's tensors under
+    /// none of `prefixes`, which [`load_named`] skips, count as unexpected too.
+    pub fn add_foreign(&mut self, tensors: &[(String, Tensor)], prefixes: &[&str]) {
+        self.unexpected.extend(tensors.iter().map(|(n, _)| n).filter(|n| !prefixes.iter().any(|p| n.starts_with(p))).cloned());
+        self.unexpected.sort();
+    }
+
+    /// What does not fit ("3 parameters missing (…) 1 unexpected tensors (…)"), or `None`.
+    pub fn mismatch(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("{} parameters missing ({})", self.missing.len(), listed(&self.missing)));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("{} unexpected tensors ({})", self.unexpected.len(), listed(&self.unexpected)));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}

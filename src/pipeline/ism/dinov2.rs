@@ -331,17 +331,6 @@ impl Dinov2 {
 /// The names every DINOv2 tensor starts with (the checkpoint has no common prefix).
 pub const PREFIXES: &[&str] = &["cls_token", "pos_embed", "mask_token", "patch_embed.", "blocks.", "norm."];
 
-/// Names listed in a load error before "and N more".
-const LISTED: usize = 8;
-
-fn listed(names: &[String]) -> String {
-    let mut s = names.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > LISTED {
-        s += &format!(" and {} more", names.len() - LISTED);
-    }
-    s
-}
-
 /// Builds `kind` on `device` and loads the converted official checkpoint `path` (safetensors,
 /// official names) into it. Every parameter must be in the file and every tensor of the file
 /// must be used, as the reference's strict `load_state_dict`; otherwise the error names the file
@@ -360,18 +349,9 @@ pub fn load(path: &Path, kind: DinoKind, device: Device) -> anyhow::Result<Dinov
     let net = tch::no_grad(|| Dinov2::new(&vs.root(), &Dinov2Config::of(kind)));
     let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
     let mut report = crate::nn::load_named(&vs, &tensors, PREFIXES).with_context(|| format!("{} does not fit {kind}", path.display()))?;
-    report.unexpected.extend(tensors.iter().map(|(n, _)| n).filter(|n| !PREFIXES.iter().any(|p| n.starts_with(p))).cloned());
-    report.unexpected.sort();
-    if !report.missing.is_empty() || !report.unexpected.is_empty() {
-        let mut msg = format!("{} does not fit {kind}:", path.display());
-        if !report.missing.is_empty() {
-            msg += &format!(" {} parameters missing ({})", report.missing.len(), listed(&report.missing));
-        }
-        if !report.unexpected.is_empty() {
-            msg += &format!(" {} unexpected tensors ({})", report.unexpected.len(), listed(&report.unexpected));
-        }
-        msg += &format!("; `sam6d weights check {}` lists every difference", path.display());
-        anyhow::bail!(msg);
+    report.add_foreign(&tensors, PREFIXES);
+    if let Some(m) = report.mismatch() {
+        anyhow::bail!("{} does not fit {kind}: {m}; `sam6d weights check {}` lists every difference", path.display(), path.display());
     }
     Ok(net)
 }

@@ -186,18 +186,9 @@ impl Pem {
         let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
         let mut report = crate::nn::load_named(&vs, &tensors, PREFIXES).with_context(|| format!("{} does not fit the PEM", path.display()))?;
         report.missing.retain(|n| !tolerated_missing(n));
-        report.unexpected.extend(tensors.iter().map(|(n, _)| n).filter(|n| !PREFIXES.iter().any(|p| n.starts_with(p))).cloned());
-        if !report.missing.is_empty() || !report.unexpected.is_empty() {
-            let list = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ") + if v.len() > 5 { ", …" } else { "" };
-            anyhow::bail!(
-                "{} does not fit the PEM: {} missing ({}), {} unexpected ({}); `sam6d weights check {}` lists every difference",
-                path.display(),
-                report.missing.len(),
-                list(&report.missing),
-                report.unexpected.len(),
-                list(&report.unexpected),
-                path.display()
-            );
+        report.add_foreign(&tensors, PREFIXES);
+        if let Some(m) = report.mismatch() {
+            anyhow::bail!("{} does not fit the PEM: {m}; `sam6d weights check {}` lists every difference", path.display(), path.display());
         }
         Ok(net)
     }

@@ -99,17 +99,6 @@ pub struct Sam {
     encoder_kind: Kind,
 }
 
-/// Names listed in a load error before "and N more".
-const LISTED: usize = 8;
-
-fn listed(names: &[String]) -> String {
-    let mut s = names.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > LISTED {
-        s += &format!(" and {} more", names.len() - LISTED);
-    }
-    s
-}
-
 impl Sam {
     /// An official architecture with placeholder (random / zero) weights: for tests and benches.
     pub fn new(kind: SamKind, device: Device) -> Sam {
@@ -152,18 +141,9 @@ impl Sam {
         }
         let prefixes = ["image_encoder.", "prompt_encoder.", "mask_decoder."];
         let mut report = load_named(&self.vs, &tensors, &prefixes).with_context(|| format!("{}", show(files)))?;
-        // load_named skips names outside the prefixes; here they are foreign tensors too.
-        report.unexpected.extend(tensors.iter().map(|(n, _)| n).filter(|n| !prefixes.iter().any(|p| n.starts_with(p))).cloned());
-        report.unexpected.sort();
-        if !report.missing.is_empty() || !report.unexpected.is_empty() {
-            let mut msg = format!("{} does not fit this model:", show(files));
-            if !report.missing.is_empty() {
-                msg += &format!(" {} parameters missing ({})", report.missing.len(), listed(&report.missing));
-            }
-            if !report.unexpected.is_empty() {
-                msg += &format!(" {} unexpected tensors ({})", report.unexpected.len(), listed(&report.unexpected));
-            }
-            anyhow::bail!(msg);
+        report.add_foreign(&tensors, &prefixes);
+        if let Some(m) = report.mismatch() {
+            anyhow::bail!("{} does not fit this model: {m}", show(files));
         }
         Ok(report)
     }
