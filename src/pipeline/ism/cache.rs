@@ -40,6 +40,11 @@ impl Default for Key {
 }
 
 impl Key {
+    /// An entry's key: hashes [`VERSION`] first, so that a version bump retires every entry.
+    pub fn versioned() -> Key {
+        Key::default().bytes(&VERSION.to_le_bytes())
+    }
+
     pub fn bytes(mut self, bytes: &[u8]) -> Key {
         for &b in bytes {
             self.0 ^= b as u64;
@@ -82,20 +87,23 @@ impl Key {
     }
 }
 
-/// The named tensors of an entry, or `None` when there is none (or it cannot be read: a
-/// damaged entry is recomputed, not an error).
-pub fn load(dir: &Path, key: Key) -> Option<Vec<(String, tch::Tensor)>> {
+/// The entry's tensors called `names`, in that order, on `device`; `None` when there is no
+/// such entry or it lacks one of them (or cannot be read: a damaged entry is recomputed, not
+/// an error).
+pub fn load<const N: usize>(dir: &Path, key: Key, names: [&str; N], device: tch::Device) -> Option<[tch::Tensor; N]> {
     let path = entry_path(dir, key);
     if !path.is_file() {
         return None;
     }
-    match tch::Tensor::read_safetensors(&path) {
-        Ok(t) => Some(t),
+    let entry = match tch::Tensor::read_safetensors(&path) {
+        Ok(t) => t,
         Err(e) => {
             tracing::warn!("ignoring unreadable cache entry {}: {e}", path.display());
-            None
+            return None;
         }
-    }
+    };
+    let found: Option<Vec<tch::Tensor>> = names.iter().map(|name| entry.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_device(device))).collect();
+    found.and_then(|v| v.try_into().ok())
 }
 
 /// Writes an entry (temp file, then rename: a concurrent reader never sees half a file). A
@@ -135,22 +143,25 @@ mod tests {
         // FNV-1a of the empty input is its offset basis: the constant is right.
         assert_eq!(Key::default().hex(), "cbf29ce484222325");
         assert_eq!(Key::default().bytes(b"a").hex(), "af63dc4c8601ec8c");
+        assert_eq!(Key::versioned().hex(), Key::default().bytes(&VERSION.to_le_bytes()).hex());
     }
 
     #[test]
     fn store_then_load_round_trips() {
         let dir = std::env::temp_dir().join(format!("sam6d-cache-test-{}", std::process::id()));
         let key = Key::default().str("entry");
-        assert!(load(&dir, key).is_none());
+        let cpu = tch::Device::Cpu;
+        assert!(load(&dir, key, ["x"], cpu).is_none());
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([3, 1]);
         store(&dir, key, &[("x", &t)]);
-        let back = load(&dir, key).expect("stored");
+        let back = load(&dir, key, ["x"], cpu).expect("stored");
         assert_eq!(back.len(), 1);
-        assert_eq!(back[0].0, "x");
-        assert_eq!(Vec::<f32>::try_from(back[0].1.flatten(0, -1)).unwrap(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(Vec::<f32>::try_from(back[0].flatten(0, -1)).unwrap(), vec![1.0, 2.0, 3.0]);
+        // An entry without every asked-for tensor reads as absent.
+        assert!(load(&dir, key, ["x", "y"], cpu).is_none());
         // A damaged entry reads as absent.
         std::fs::write(entry_path(&dir, key), b"not safetensors").unwrap();
-        assert!(load(&dir, key).is_none());
+        assert!(load(&dir, key, ["x"], cpu).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -68,7 +68,7 @@ impl Ism {
     /// names it and the command that makes it from the official checkpoint.
     pub fn load(weights_dir: &Path, config: IsmConfig, device: Device) -> anyhow::Result<Ism> {
         let path = weights_dir.join(dinov2::file_name(config.dino));
-        config.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
+        config.precision.check(device).map_err(anyhow::Error::msg)?;
         let dino = dinov2::load(&path, config.dino, device.tch()).context("the ISM (--pipeline sam6d) describes proposals and templates with DINOv2")?;
         Ok(Self::from_network(dino, config, path))
     }
@@ -93,12 +93,9 @@ impl Ism {
         let key = self.cache_key(model);
         let rotations = templates::level0_rotations();
         let cad_samples_m = cad_samples_m(model);
-        if let Some(entry) = cache_dir.and_then(|d| cache::load(d, key)) {
-            let get = |name: &str| entry.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_device(self.device));
-            if let (Some(cls), Some(patches)) = (get("cls"), get("patches")) {
-                tracing::info!("templates of {} from the cache", model.name);
-                return Ok(ObjectTemplates { rotations, reference: Descriptors { cls, patches }, cad_samples_m });
-            }
+        if let Some([cls, patches]) = cache_dir.and_then(|d| cache::load(d, key, ["cls", "patches"], self.device)) {
+            tracing::info!("templates of {} from the cache", model.name);
+            return Ok(ObjectTemplates { rotations, reference: Descriptors { cls, patches }, cad_samples_m });
         }
         let t0 = std::time::Instant::now();
         let views = templates::render_templates(&model.mesh);
@@ -151,8 +148,7 @@ impl Ism {
     }
 
     fn cache_key(&self, model: &ObjectModel) -> cache::Key {
-        cache::Key::default()
-            .bytes(&cache::VERSION.to_le_bytes())
+        cache::Key::versioned()
             .str(&format!("{:?} {:?} {}", self.config.dino, self.config.mode, self.config.precision))
             .file(&self.weights)
             .mesh(&model.mesh)

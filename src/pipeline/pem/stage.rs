@@ -54,14 +54,11 @@ pub struct PemPose {
 /// (else made and stored).
 pub fn object_data_cached(pem: &Pem, weights: &Path, model: &ObjectModel, cache_dir: Option<&Path>) -> anyhow::Result<ObjectPemData> {
     let backbone = format!("{:?}", pem.feature_extraction.kind());
-    let key = cache::Key::default().bytes(&cache::VERSION.to_le_bytes()).str("pem").str(&backbone).file(weights).mesh(&model.mesh);
-    if let Some(entry) = cache_dir.and_then(|d| cache::load(d, key)) {
-        let get = |name: &str| entry.iter().find(|(n, _)| n == name).map(|(_, t)| t.to_device(pem.device()));
-        if let (Some(dense_po), Some(dense_fo)) = (get("dense_po"), get("dense_fo")) {
-            tracing::info!("PEM templates of {} from the cache", model.name);
-            let (model_points, radius_cad_m) = model_points(model, pem.device());
-            return Ok(ObjectPemData { dense_po, dense_fo, model_points, radius_cad_m });
-        }
+    let key = cache::Key::versioned().str("pem").str(&backbone).file(weights).mesh(&model.mesh);
+    if let Some([dense_po, dense_fo]) = cache_dir.and_then(|d| cache::load(d, key, ["dense_po", "dense_fo"], pem.device())) {
+        tracing::info!("PEM templates of {} from the cache", model.name);
+        let (model_points, radius_cad_m) = model_points(model, pem.device());
+        return Ok(ObjectPemData { dense_po, dense_fo, model_points, radius_cad_m });
     }
     let data = object_data(pem, model)?;
     if let Some(dir) = cache_dir {
