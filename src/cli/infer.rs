@@ -305,7 +305,7 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device, refine_icp: args.stages.refine_icp() };
     // SAM-6D's networks take seconds to load and, on a CPU, up to minutes per frame: show that
     // something is happening (the geometric pipeline alone answers in under a second).
-    let neural = args.stages.pipeline_kind().0 == super::stages::PipelineKind::Sam6d || args.stages.segmenter.is_some_and(|k| k != sam6d::pipeline::segment::segmenter::SegmenterKind::None);
+    let neural = args.stages.segmenter_kind(args.stages.pipeline_kind().0) != sam6d::pipeline::segment::segmenter::SegmenterKind::None;
     let spinner = if neural { super::status_spinner(format!("loading the networks on {device}")) } else { indicatif::ProgressBar::hidden() };
     let pipeline = args.stages.build(options)?;
     spinner.set_message(format!("{} on {device}", pipeline.name()));

@@ -203,17 +203,26 @@ impl StageArgs {
         }
     }
 
+    /// The segmenter `pipeline` runs with: --segmenter's, else none for the geometric pipeline
+    /// and the first installed of SAM-6D's for sam6d.
+    pub fn segmenter_kind(&self, pipeline: PipelineKind) -> SegmenterKind {
+        match (self.segmenter, pipeline) {
+            (Some(k), _) => k,
+            (None, PipelineKind::Geometric) => SegmenterKind::None,
+            (None, PipelineKind::Sam6d) => {
+                let dir = weights_dir(self.weights_dir.as_deref());
+                SAM6D_SEGMENTERS.into_iter().find(|k| k.installed(&dir)).unwrap_or(SegmenterKind::SamTiny)
+            }
+        }
+    }
+
     /// The pipeline these flags describe, its networks loaded (logged with their load time).
     pub fn build(&self, options: Options) -> anyhow::Result<Pipeline> {
         let device = options.device;
         let dir = weights_dir(self.weights_dir.as_deref());
         let (pipeline, why) = self.pipeline_kind();
         tracing::info!("{why}");
-        let kind = match (self.segmenter, pipeline) {
-            (Some(k), _) => k,
-            (None, PipelineKind::Geometric) => SegmenterKind::None,
-            (None, PipelineKind::Sam6d) => SAM6D_SEGMENTERS.into_iter().find(|k| k.installed(&dir)).unwrap_or(SegmenterKind::SamTiny),
-        };
+        let kind = self.segmenter_kind(pipeline);
         match pipeline {
             PipelineKind::Geometric => Ok(Pipeline::with_segmenter(options, self.load_segmenter(kind, device)?)),
             PipelineKind::Sam6d => {
@@ -223,6 +232,9 @@ impl StageArgs {
                 );
                 // The ISM first: its weights are the ones a user most likely lacks, so say so
                 // before spending seconds on the segmenter.
+                // DINOv2 and the PEM's backbone run in --precision (the segmenter's is checked
+                // where it loads).
+                self.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
                 let t0 = std::time::Instant::now();
                 let mode = if self.ism_mode == IsmMode::Reference { Mode::Reference } else { Mode::Fixed };
                 let config = IsmConfig { dino: self.dinov2.kind(), mode, precision: self.precision };
@@ -233,7 +245,6 @@ impl StageArgs {
                     PoseStage::Pem => {
                         let t0 = std::time::Instant::now();
                         let path = dir.join(pem_model::FILE_NAME);
-                        self.precision.check(device).map_err(|e| anyhow::anyhow!("--precision {e}"))?;
                         let pem = Pem::load(&path, device.tch()).context("the PEM turns detections into poses (--pose-stage geometric runs without it)")?;
                         pem.set_backbone_kind(self.precision.kind());
                         tracing::info!("PEM loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);

@@ -112,7 +112,7 @@ impl Segmenter {
     /// and the encoder's precision.
     pub fn load_with(kind: SegmenterKind, dir: &Path, device: Device, config: AmgConfig, precision: Precision) -> anyhow::Result<Option<Segmenter>> {
         let Some(sam_kind) = kind.sam_kind() else { return Ok(None) };
-        precision.check(device).map_err(|e| anyhow::anyhow!("--sam-precision {e}"))?;
+        precision.check(device).map_err(anyhow::Error::msg)?;
         let mut files = Vec::new();
         for (name, how) in kind.files() {
             let path = dir.join(name);
