@@ -3,9 +3,9 @@
 //! `Pipeline::estimate(&Frame, &ObjectModel)` → `Estimate`. The stages: an optional Segment
 //! Anything segmenter (class-agnostic mask proposals); with `--pipeline sam6d`, SAM-6D's ISM,
 //! which scores the proposals against rendered templates of the object with DINOv2 and keeps
-//! the object's; then the weights-free geometric pose stage (PPF voting → ICP →
-//! render-and-compare verification), which searches inside the kept masks. SAM-6D's PEM will
-//! plug in behind the same call.
+//! the object's; then the poses: SAM-6D's PEM (two-stage point matching) for each ISM
+//! detection, or the weights-free geometric stage (PPF voting → ICP → render-and-compare
+//! verification) searching inside the kept masks, or the whole image without a segmenter.
 pub mod geometric;
 pub mod ism;
 pub mod pem;
@@ -194,9 +194,7 @@ impl Pipeline {
     pub fn prepare(&self, model: &ObjectModel) -> anyhow::Result<()> {
         if let Some(neural) = &self.neural {
             let mut n = neural.lock().unwrap_or_else(|e| e.into_inner());
-            if n.ism.is_some() {
-                n.templates_of(model, self.cache_dir.as_deref())?;
-            }
+            n.templates_of(model, self.cache_dir.as_deref())?;
             n.pem_data_of(model, self.cache_dir.as_deref())?;
         }
         Ok(())
@@ -224,23 +222,7 @@ impl Pipeline {
                 timings.push(("ism_templates", t_templates));
                 timings.push(("ism", t1.elapsed().as_secs_f64() * 1e3));
                 if n.pem.is_some() {
-                    let t2 = Instant::now();
-                    n.pem_data_of(model, self.cache_dir.as_deref())?;
-                    timings.push(("pem_templates", t2.elapsed().as_secs_f64() * 1e3));
-                    let t3 = Instant::now();
-                    // SAM-6D's det_score_thresh: which ISM detections get a pose.
-                    let detections: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > options.det_score_thresh).map(|s| (s.index, s.score)).collect();
-                    let (pem, data) = (&n.pem.as_ref().expect("checked above").0, &n.pem_data[&model.name]);
-                    let mut all = pem::stage::estimate(pem, data, frame, &proposals, &detections);
-                    timings.push(("pem", t3.elapsed().as_secs_f64() * 1e3));
-                    if options.refine_icp {
-                        let t4 = Instant::now();
-                        let poses: Vec<_> = all.iter().map(|p| p.pose).collect();
-                        for (p, (refined, _)) in all.iter_mut().zip(geometric::refine_poses(frame, model, &poses)) {
-                            p.pose = refined;
-                        }
-                        timings.push(("refine_icp", t4.elapsed().as_secs_f64() * 1e3));
-                    }
+                    let all = n.pem_poses(frame, model, options, &proposals, &scores, self.cache_dir.as_deref(), &mut timings)?;
                     let best = best_poses(&all, &proposals, options.max_instances);
                     timings.push(("total", started.elapsed().as_secs_f64() * 1e3));
                     return Ok(Estimate {
@@ -318,6 +300,29 @@ impl Neural {
         Ok((proposals, vec![("segment_encoder", t.encoder_ms), ("segment_decoder", t.decoder_ms), ("segment_postprocess", t.postprocess_ms)]))
     }
 
+    /// The PEM's pose of every ISM detection scoring above `det_score_thresh` (SAM-6D's rule),
+    /// polished by ICP with `refine_icp`; the stages' times go to `timings`.
+    #[allow(clippy::too_many_arguments)]
+    fn pem_poses(&mut self, frame: &Frame, model: &ObjectModel, options: &Options, proposals: &[Proposal], scores: &[IsmScores], cache_dir: Option<&std::path::Path>, timings: &mut Vec<(&'static str, f64)>) -> anyhow::Result<Vec<PemPose>> {
+        let t0 = Instant::now();
+        self.pem_data_of(model, cache_dir)?;
+        timings.push(("pem_templates", t0.elapsed().as_secs_f64() * 1e3));
+        let Some((pem, _)) = &self.pem else { anyhow::bail!("no PEM in this pipeline") };
+        let t1 = Instant::now();
+        let detections: Vec<(usize, f32)> = scores.iter().filter(|s| s.score > options.det_score_thresh).map(|s| (s.index, s.score)).collect();
+        let mut all = pem::stage::estimate(pem, &self.pem_data[&model.name], frame, proposals, &detections);
+        timings.push(("pem", t1.elapsed().as_secs_f64() * 1e3));
+        if options.refine_icp {
+            let t2 = Instant::now();
+            let poses: Vec<_> = all.iter().map(|p| p.pose).collect();
+            for (p, (refined, _)) in all.iter_mut().zip(geometric::refine_poses(frame, model, &poses)) {
+                p.pose = refined;
+            }
+            timings.push(("refine_icp", t2.elapsed().as_secs_f64() * 1e3));
+        }
+        Ok(all)
+    }
+
     /// Makes the object's PEM template features unless made already; a no-op without the PEM.
     fn pem_data_of(&mut self, model: &ObjectModel, cache_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
         if let Some((pem, weights)) = &self.pem {
@@ -331,12 +336,13 @@ impl Neural {
         Ok(())
     }
 
-    /// Makes the object's template descriptors unless this pipeline already has them.
+    /// Makes the object's template descriptors unless made already; a no-op without the ISM.
     fn templates_of(&mut self, model: &ObjectModel, cache_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
-        let Some(ism) = &self.ism else { anyhow::bail!("no ISM in this pipeline") };
-        if !self.templates.contains_key(&model.name) {
-            let t = ism.templates(model, cache_dir)?;
-            self.templates.insert(model.name.clone(), t);
+        if let Some(ism) = &self.ism {
+            if !self.templates.contains_key(&model.name) {
+                let t = ism.templates(model, cache_dir)?;
+                self.templates.insert(model.name.clone(), t);
+            }
         }
         Ok(())
     }
