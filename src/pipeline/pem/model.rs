@@ -291,10 +291,15 @@ impl Pem {
     /// batch, so the results do not depend on the split.
     pub fn estimate(&self, batch: &PemBatch) -> PemOutput {
         let b = batch.pts.size()[0];
-        let uniforms = pose_solver::hypothesis_uniforms(b, self.cfg.n_proposal1, self.device);
+        self.forward_in_chunks(batch, &pose_solver::hypothesis_uniforms(b, self.cfg.n_proposal1, self.device))
+    }
+
+    /// [`Pem::forward`] on [`Pem::detections_per_forward`] detections at a time.
+    fn forward_in_chunks(&self, batch: &PemBatch, uniforms: &Tensor) -> PemOutput {
+        let b = batch.pts.size()[0];
         let step = self.detections_per_forward();
         if b <= step {
-            return self.forward(batch, &uniforms);
+            return self.forward(batch, uniforms);
         }
         let parts: Vec<PemOutput> = (0..b).step_by(step as usize).map(|i| {
             let n = step.min(b - i);
@@ -455,10 +460,10 @@ mod tests {
         let (po, fo) = tiny_object(&pem);
         let b = 2 * pem.detections_per_forward() + 1;
         let batch = random_batch(b, &po, &fo);
-        tch::manual_seed(7);
-        let chunked = pem.estimate(&batch);
-        tch::manual_seed(7);
-        let whole = pem.forward(&batch, &pose_solver::hypothesis_uniforms(b, pem.config().n_proposal1, Device::Cpu));
+        // The same draws for both (torch's RNG is shared with tests running in parallel).
+        let uniforms = pose_solver::hypothesis_uniforms(b, pem.config().n_proposal1, Device::Cpu);
+        let chunked = pem.forward_in_chunks(&batch, &uniforms);
+        let whole = pem.forward(&batch, &uniforms);
         let diff = |a: &Tensor, c: &Tensor| (a - c).abs().max().double_value(&[]);
         assert_eq!(chunked.pred_r.size(), [b, 3, 3]);
         // Batches of other sizes round a little differently (the parity tolerances apply).
