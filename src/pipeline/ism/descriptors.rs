@@ -7,7 +7,7 @@
 //! Every crop is one gather: the source pixel of each of the 224×224 outputs is worked out
 //! here, and a tensor gathers them (on the CPU or the GPU) in one operation.
 use crate::pipeline::segment::Proposal;
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
 /// Side of the square crops DINOv2 describes.
@@ -204,7 +204,9 @@ fn mask_box(mask: &[bool], width: usize) -> Option<[i64; 4]> {
 }
 
 /// DINOv2's inputs for the templates: rgb × mask, cropped on the mask's box → (T,3,224,224) and
-/// the cropped masks (T,224,224).
+/// the cropped masks (T,224,224). A view that shows nothing of the object (a flat part seen
+/// edge-on: an empty or too thin mask) gets a blank image and an empty mask, so the indices
+/// still follow the views; [`blank_views`] names them. The reference fails on such views.
 ///
 /// `normalize == false` reproduces Q1: the reference's custom script feeds templates in [0,1]
 /// **without** ImageNet normalisation (black background and padding) while queries are
@@ -216,8 +218,11 @@ pub fn template_batch(rgbs: &[image::RgbImage], masks: &[Vec<bool>], normalize: 
     for (t, (rgb, mask)) in rgbs.iter().zip(masks).enumerate() {
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         ensure!(mask.len() == w * h, "template {t}: the mask has {} pixels, the image {w}×{h}", mask.len());
-        let Some(bbox) = mask_box(mask, w) else { bail!("template {t}: the mask is empty (the object is not in view)") };
-        let Some(map) = crop_map(bbox, w as i64, h as i64) else { bail!("template {t}: the object's box {bbox:?} is too thin to crop") };
+        let Some(map) = mask_box(mask, w).and_then(|bbox| crop_map(bbox, w as i64, h as i64)) else {
+            images.push(Tensor::zeros([1, 3, CROP, CROP], (Kind::Float, device)));
+            crops.push(Tensor::zeros([1, CROP, CROP], (Kind::Uint8, Device::Cpu)));
+            continue;
+        };
         let m = Tensor::from_slice(&mask.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>()).view([h as i64, w as i64]).to_device(device).to_kind(Kind::Float);
         let unit = unit_rgb(rgb, device);
         let img = (if normalize { imagenet(&unit) } else { unit }) * &m;
@@ -228,6 +233,11 @@ pub fn template_batch(rgbs: &[image::RgbImage], masks: &[Vec<bool>], normalize: 
         return Ok((Tensor::zeros([0, 3, CROP, CROP], (Kind::Float, device)), Tensor::zeros([0, CROP, CROP], (Kind::Float, device))));
     }
     Ok((Tensor::cat(&images, 0), Tensor::cat(&crops, 0).to_device(device).to_kind(Kind::Float)))
+}
+
+/// The views of a template batch whose crop mask is empty: they show nothing to describe.
+pub fn blank_views(masks224: &Tensor) -> Tensor {
+    masks224.flatten(1, -1).sum_dim_intlist(&[1i64][..], false, Kind::Float).eq(0.0)
 }
 
 /// SAM-6D's descriptors of a batch of crops.
@@ -326,7 +336,21 @@ mod tests {
         let std = Tensor::from_slice(&IMAGENET_STD).view([1, 3, 1, 1]);
         let expect = (raw - &mean) / &std * m.unsqueeze(1);
         assert!((norm - expect).abs().max().double_value(&[]) < 1e-6);
-        assert!(template_batch(&[image::RgbImage::new(4, 4)], &[vec![false; 16]], false, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn views_showing_nothing_stay_in_place_blank() {
+        let rgb = image::RgbImage::from_pixel(32, 24, image::Rgb([200, 100, 50]));
+        let square: Vec<bool> = (0..32 * 24).map(|i| (4..20).contains(&(i % 32)) && (3..19).contains(&(i / 32))).collect();
+        // A 1-px column 480 px high scales to 0 px wide: too thin to crop.
+        let tall = image::RgbImage::from_pixel(8, 480, image::Rgb([200, 100, 50]));
+        let sliver: Vec<bool> = (0..8 * 480).map(|i| i % 8 == 3).collect();
+        let empty = vec![false; 32 * 24];
+        let (images, masks) = template_batch(&[rgb.clone(), rgb, tall], &[empty, square, sliver], true, Device::Cpu).unwrap();
+        assert_eq!(images.size(), [3, 3, CROP, CROP]);
+        assert_eq!(Vec::<bool>::try_from(blank_views(&masks)).unwrap(), [true, false, true]);
+        assert_eq!(images.narrow(0, 0, 1).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert!(images.narrow(0, 1, 1).abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use dinov2::{DinoKind, Dinov2};
 use nalgebra::Matrix3;
 use score::{IsmScores, Mode};
 use std::path::{Path, PathBuf};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// CAD surface samples of the geometric score (the custom script's 2048).
 const CAD_SAMPLES: usize = 2048;
@@ -105,7 +105,17 @@ impl Ism {
         // Q1: the reference's custom script describes templates without ImageNet normalisation.
         let normalize = self.config.mode == Mode::Fixed;
         let (images, masks224) = descriptors::template_batch(&rgbs, &masks, normalize, self.device)?;
-        let reference = self.describe(&images, &masks224);
+        let mut reference = self.describe(&images, &masks224);
+        // A view that shows nothing (a flat part edge-on) must match nothing: its class token,
+        // zeroed, has cosine 0 with every proposal (its patches are all invalid already).
+        let blank = descriptors::blank_views(&masks224);
+        let n_blank = blank.sum(Kind::Int64).int64_value(&[]);
+        anyhow::ensure!(n_blank < blank.size()[0], "none of the {} template views shows {}: is the mesh empty or degenerate?", blank.size()[0], model.name);
+        if n_blank > 0 {
+            tracing::warn!("{n_blank} of {} template views show nothing of {} (seen edge-on?): they match no proposal", blank.size()[0], model.name);
+            let keep = blank.logical_not().unsqueeze(1).to_kind(reference.cls.kind());
+            reference.cls = &reference.cls * keep;
+        }
         tracing::info!(
             "templates of {}: rendered in {render_ms:.0} ms, described in {:.0} ms",
             model.name,
@@ -232,6 +242,23 @@ mod tests {
         assert_eq!(select(&scores, &proposals, 10), vec![1, 2]);
         assert_eq!(select(&scores, &proposals, 1), vec![1]);
         assert!(select(&[], &proposals, 10).is_empty());
+    }
+
+    #[test]
+    fn template_views_that_show_nothing_match_nothing() {
+        tch::manual_seed(0);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let dino = Dinov2::new(&vs.root(), &dinov2::Dinov2Config::custom(32, 1, 2, 16, false));
+        let ism = Ism::from_network(dino, IsmConfig { dino: DinoKind::VitS14, ..IsmConfig::default() }, PathBuf::from("random"));
+        let sheet = crate::synth::shapes::cuboid(60.0, 40.0, 0.0);
+        let edge_on: Vec<bool> = templates::render_templates(&sheet).iter().map(|v| !v.mask.contains(&true)).collect();
+        assert!(edge_on.contains(&true) && edge_on.contains(&false));
+        let t = ism.templates(&ObjectModel::from_mesh("sheet", sheet).unwrap(), None).unwrap();
+        let norms: Vec<f32> = Vec::try_from(t.reference.cls.norm_scalaropt_dim(2, [1i64], false)).unwrap();
+        assert_eq!(norms.len(), edge_on.len(), "one descriptor per view, in view order");
+        for (view, (&n, &blank)) in norms.iter().zip(&edge_on).enumerate() {
+            assert_eq!(n == 0.0, blank, "view {view}: class-token norm {n}");
+        }
     }
 
     #[test]

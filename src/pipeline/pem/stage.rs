@@ -73,12 +73,15 @@ pub fn object_data(pem: &Pem, model: &ObjectModel) -> anyhow::Result<ObjectPemDa
     let mut sampler = SeededSampler::new(TEMPLATE_SEED);
     let mut prepared = Vec::with_capacity(views.len());
     for (i, v) in views.iter().enumerate() {
+        // A flat part seen edge-on shows nothing in some views: the others still cover it.
         let Some(t) = inputs::template_input(&v.rgb, &v.mask, &v.xyz, inputs::TEMPLATE_POINTS, &mut sampler) else {
-            anyhow::bail!("template {i} of {} is empty: the object is not in view", model.name);
+            tracing::debug!("PEM template {i} of {} shows nothing of it: left out", model.name);
+            continue;
         };
         let pts = Tensor::from_slice(&t.pts.iter().flatten().copied().collect::<Vec<f32>>()).view([-1, 3]);
         prepared.push((t.rgb, pts, Tensor::from_slice(&t.rgb_choose)));
     }
+    anyhow::ensure!(!prepared.is_empty(), "none of the {} template views shows {}: is the mesh empty or degenerate?", views.len(), model.name);
     let refs: Vec<(&Tensor, &Tensor, &Tensor)> = prepared.iter().map(|(a, b, c)| (a, b, c)).collect();
     let (dense_po, dense_fo) = pem.object_features(&refs);
     let (model_points, radius_cad_m) = model_points(model, pem.device());
@@ -188,5 +191,19 @@ mod tests {
         object_data_cached(&pem, &weights, &other, Some(&dir)).unwrap();
         assert_eq!(entries(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_flat_part_seen_edge_on_in_some_views_still_has_template_data() {
+        tch::manual_seed(0);
+        let pem = small_pem();
+        let sheet = crate::synth::shapes::cuboid(60.0, 40.0, 0.0);
+        let views = templates::render_templates(&sheet);
+        assert!(views.iter().any(|v| !v.mask.contains(&true)), "some view sees the sheet edge-on");
+        let model = ObjectModel::from_mesh("sheet", sheet).unwrap();
+        let data = object_data(&pem, &model).unwrap();
+        assert_eq!(data.dense_po.size(), [1, PemConfig::tiny().fine_npoint, 3]);
+        // Every template point lies on the sheet (z = 0), none comes from an empty view.
+        assert!(data.dense_po.select(2, 2).abs().max().double_value(&[]) < 1e-4);
     }
 }
