@@ -153,12 +153,16 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     let b: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("bf16.json")).unwrap()).unwrap();
     assert_eq!(b["pipeline"], "sam-tiny+ism-dinov2_vits14+geometric+bf16");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "bf16 descriptors are another cache entry");
-    let score_of = |r: &Value, p: &Value| r["ism"].as_array().unwrap().iter().find(|d| d["proposal"] == *p).map(|d| d["score"].as_f64().unwrap());
     let mut compared = 0;
     for d in ism {
-        if let Some(s16) = score_of(&b, &d["proposal"]) {
-            let s32 = d["score"].as_f64().unwrap();
-            assert!((s16 - s32).abs() < 0.02, "proposal {}: f32 score {s32}, bf16 {s16}", d["proposal"]);
+        if let Some(other) = b["ism"].as_array().unwrap().iter().find(|x| x["proposal"] == d["proposal"]) {
+            let diff = |k: &str| (other[k].as_f64().unwrap() - d[k].as_f64().unwrap()).abs();
+            // The class tokens agree closely. The appearance term averages the patch tokens'
+            // best cosines, which bf16 moves more at random weights, and more where the CPU
+            // lacks bf16 instructions: up to 0.04 (AVX-512 BF16) or 0.06 (AVX2), half that in
+            // the score.
+            assert!(diff("semantic") < 0.01, "proposal {}: semantic {} vs {}", d["proposal"], d["semantic"], other["semantic"]);
+            assert!(diff("score") < 0.05, "proposal {}: f32 score {}, bf16 {}", d["proposal"], d["score"], other["score"]);
             compared += 1;
         }
     }
