@@ -469,10 +469,13 @@ mod tests {
         // Batches of other sizes round a little differently (the parity tolerances apply).
         assert!(diff(&chunked.pred_r, &whole.pred_r) < 1e-4);
         assert!(diff(&chunked.pred_t, &whole.pred_t) < 1e-5);
-        // The score is the share of observed points within a distance of the CAD model: that
-        // rounding can move one point across the threshold (it did once in CI), not two.
-        let one_point = 1.0 / batch.pts.size()[1] as f64;
-        assert!(diff(&chunked.pose_score, &whole.pose_score) < one_point + 1e-4);
+        // The score counts observed points (matched to the object, not the background token,
+        // and near the CAD model) in steps of 1/N: at random weights the match is often a
+        // near-tie that rounding flips (it failed a 1e-4 bound twice, in full runs only), so
+        // a point or two may count differently.
+        let point = 1.0 / batch.pts.size()[1] as f64;
+        let d = diff(&chunked.pose_score, &whole.pose_score);
+        assert!(d < 2.0 * point + 1e-4, "scores {} vs {}", chunked.pose_score, whole.pose_score);
         assert_eq!(diff(&chunked.fps_idx_m, &whole.fps_idx_m), 0.0);
     }
 
