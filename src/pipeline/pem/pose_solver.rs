@@ -76,7 +76,7 @@ fn nearest_model_distance(pts: &Tensor, model: &Tensor) -> Tensor {
     if b == 0 {
         return Tensor::zeros([0, p], (Kind::Float, pts.device()));
     }
-    let chunk = (NEAREST_CHUNK_ELEMENTS / (p * m).max(1)).clamp(1, b.max(1));
+    let chunk = (NEAREST_CHUNK_ELEMENTS / (p * m).max(1)).clamp(1, b);
     let x2 = pts.square().sum_dim_intlist(&[-1i64][..], false, None::<Kind>).unsqueeze(-1);
     let y2 = model.square().sum_dim_intlist(&[-1i64][..], false, None::<Kind>).unsqueeze(-2);
     let parts: Vec<Tensor> = (0..b)
