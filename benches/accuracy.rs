@@ -13,6 +13,7 @@
 //! With `--dump DIR` the scene, models and CSV stay in DIR, so that
 //! `sam6d eval --scene DIR/test/000001 --pred DIR/results.csv --models DIR/models` reruns it.
 mod common;
+mod real;
 
 use common::arg;
 use sam6d::eval::{self, dataset, matching, predictions};
@@ -70,6 +71,18 @@ fn main() -> anyhow::Result<()> {
 
     // --det-score-thresh T: the threshold the pipeline applies (default: the pipeline's).
     let options = Options { det_score_thresh: arg("--det-score-thresh", Options::default().det_score_thresh), ..Options::default() };
+
+    // --real DIR: real RGB-D frames of a BOP dataset instead of the synthetic set.
+    if let Some(dir) = common::string_arg("--real") {
+        let segmenter_kind = match common::string_arg("--segmenter") {
+            Some(name) => name.parse::<SegmenterKind>().map_err(anyhow::Error::msg)?,
+            None => SegmenterKind::None,
+        };
+        let amg = AmgConfig { points_per_side: arg("--sam-points", AmgConfig::default().points_per_side), ..AmgConfig::default() };
+        let pipeline = Pipeline::with_segmenter(options.clone(), Segmenter::load_with(segmenter_kind, &weights_dir(None), options.device, amg, Default::default())?);
+        println!("sam6d accuracy benchmark on real frames: {dir} (pipeline {}, det_score_thresh {})", pipeline.name(), options.det_score_thresh);
+        return real::run(Path::new(&dir), &pipeline, &params, verbose);
+    }
 
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");

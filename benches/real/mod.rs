@@ -1,0 +1,201 @@
+//! `--real DIR`: the pipeline on real RGB-D frames of a BOP dataset (`DIR/models/`,
+//! `DIR/test/SSSSSS/{rgb,depth}/`, `scene_camera.json`, `scene_gt.json`), scored by the BOP
+//! evaluation. Each frame runs once per object of its ground truth that has a model; depth is
+//! read with each image's own `depth_scale`. A scene without `scene_gt_info.json` gets one,
+//! computed from its real depth by BOP's visibility rule (15 mm), so that instances under 10 %
+//! visible are not targets. `scripts/fetch_lmo.py` builds the project's own such set (LM-O).
+use crate::common::string_arg;
+use sam6d::eval::{self, dataset, predictions, visibility};
+use sam6d::geometry::metrics::PoseErrors;
+use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
+use sam6d::io::{self, Camera};
+use sam6d::pipeline::geometric::Params;
+use sam6d::pipeline::{Estimate, Frame, ObjectModel, Pipeline};
+use sam6d::synth::eval::{mean, median, StageTimes};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+struct Call {
+    scene_id: u32,
+    im_id: u32,
+    obj_id: u32,
+    ms: f64,
+    result: Result<Estimate, String>,
+}
+
+fn image_path(dir: &Path, sub: &str, im_id: u32, exts: &[&str]) -> Result<PathBuf> {
+    for ext in exts {
+        let p = dir.join(sub).join(format!("{im_id:06}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{}: no {sub} image for image {im_id}", dir.display())
+}
+
+/// Writes `scene_gt_info.json` (visib_fract only) from the real depth, BOP's rule.
+fn write_gt_info(scene: &dataset::Scene, meshes: &BTreeMap<u32, sam6d::geometry::Mesh>, cams: &str) -> Result<()> {
+    let mut out = serde_json::Map::new();
+    for (&im_id, im) in &scene.images {
+        let cam = Camera::from_json_str(cams, Some(&im_id.to_string()), "scene_camera.json")?;
+        let depth = io::image::read_depth(&image_path(&scene.dir, "depth", im_id, &["png"])?, cam.depth_scale)?;
+        let list: Vec<serde_json::Value> = im
+            .gt
+            .iter()
+            .map(|g| {
+                let f = meshes.get(&g.obj_id).map_or(1.0, |m| {
+                    visibility::visib_fract(m, &g.pose, &cam, &depth.mm, depth.width, depth.height, visibility::GT_INFO_DELTA_MM)
+                });
+                serde_json::json!({ "visib_fract": f })
+            })
+            .collect();
+        out.insert(im_id.to_string(), serde_json::Value::Array(list));
+    }
+    let path = scene.dir.join("scene_gt_info.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&serde_json::Value::Object(out))? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {} (visible fractions from the real depth, BOP's 15 mm rule)", path.display());
+    Ok(())
+}
+
+pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> Result<()> {
+    let models_dir = root.join("models");
+    let models_eval = dataset::ModelsDir::open(&models_dir)?;
+    let only: Vec<u32> = string_arg("--objects").map(|s| s.split(',').map(|x| x.trim().parse().expect("--objects: ids like 1,5")).collect()).unwrap_or_default();
+    let mut scene_dirs: Vec<PathBuf> = std::fs::read_dir(root.join("test"))
+        .with_context(|| format!("{}: expected a BOP dataset (models/, test/SSSSSS/)", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("scene_gt.json").is_file())
+        .collect();
+    scene_dirs.sort();
+    if scene_dirs.is_empty() {
+        bail!("{}: no scene with scene_gt.json under test/", root.display());
+    }
+
+    // Models: every object with ground truth (and a model), built once.
+    let mut meshes = BTreeMap::new();
+    let mut models = BTreeMap::new();
+    let mut scenes = Vec::new();
+    for dir in &scene_dirs {
+        let scene = dataset::read_scene(dir, None)?;
+        for im in scene.images.values() {
+            for g in &im.gt {
+                if (only.is_empty() || only.contains(&g.obj_id)) && models_eval.has(g.obj_id) && !meshes.contains_key(&g.obj_id) {
+                    meshes.insert(g.obj_id, io::ply::read_ply(&models_eval.ply_path(g.obj_id))?);
+                }
+            }
+        }
+        scenes.push(scene);
+    }
+    for (&id, mesh) in &meshes {
+        let t0 = Instant::now();
+        let model = ObjectModel::from_mesh_with(&format!("obj_{id:06}"), mesh.clone(), params.clone())?;
+        println!("model obj_{id:06}: diameter {:.1} mm, built in {:.0} ms", model.diameter, t0.elapsed().as_secs_f64() * 1e3);
+        models.insert(id, model);
+    }
+    for scene in scenes.iter_mut() {
+        if !scene.has_gt_info {
+            let cams = std::fs::read_to_string(scene.dir.join("scene_camera.json"))?;
+            write_gt_info(scene, &meshes, &cams)?;
+            *scene = dataset::read_scene(&scene.dir, None)?;
+        }
+    }
+
+    let mut calls = Vec::new();
+    let mut stages = StageTimes::default();
+    let mut frames = BTreeMap::new();
+    for scene in &scenes {
+        let cams = std::fs::read_to_string(scene.dir.join("scene_camera.json"))?;
+        for (&im_id, im) in &scene.images {
+            let cam = Camera::from_json_str(&cams, Some(&im_id.to_string()), "scene_camera.json")?;
+            let rgb = io::image::read_rgb(&image_path(&scene.dir, "rgb", im_id, &["png", "jpg"])?)?;
+            let depth = io::image::read_depth(&image_path(&scene.dir, "depth", im_id, &["png"])?, cam.depth_scale)?;
+            let frame = Frame::new(rgb, depth, cam)?;
+            let mut objs: Vec<u32> = im.gt.iter().map(|g| g.obj_id).filter(|o| models.contains_key(o)).collect();
+            objs.dedup();
+            objs.sort();
+            objs.dedup();
+            for obj_id in objs {
+                let t0 = Instant::now();
+                let result = pipeline.estimate(&frame, &models[&obj_id]);
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                if let Ok(est) = &result {
+                    for (stage, ms) in &est.timings {
+                        stages.add(stage, *ms);
+                    }
+                }
+                calls.push(Call { scene_id: scene.scene_id, im_id, obj_id, ms, result: result.map_err(|e| format!("{e:#}")) });
+            }
+            frames.insert((scene.scene_id, im_id), frame);
+        }
+    }
+
+    let mut frame_s: BTreeMap<(u32, u32), f64> = BTreeMap::new();
+    for c in &calls {
+        *frame_s.entry((c.scene_id, c.im_id)).or_default() += c.ms / 1e3;
+    }
+    let mut csv = format!("{BOP_CSV_HEADER}\n");
+    for c in &calls {
+        if let Ok(est) = &c.result {
+            csv += &bop_csv_rows(c.scene_id as i64, c.im_id as i64, c.obj_id as i64, est, frame_s[&(c.scene_id, c.im_id)]);
+        }
+    }
+    let csv_path = string_arg("--csv").map(PathBuf::from).unwrap_or_else(|| root.join("results.csv"));
+    std::fs::write(&csv_path, csv)?;
+    let preds = predictions::read_predictions(&csv_path, None)?;
+    let report = eval::evaluate(&scenes, &preds, &models_eval, &only)?;
+
+    if verbose {
+        for c in &calls {
+            let scene = scenes.iter().find(|s| s.scene_id == c.scene_id).unwrap();
+            let im = &scene.images[&c.im_id];
+            let model = &models[&c.obj_id];
+            let d = model.diameter as f64;
+            let poses: Vec<_> = c.result.as_ref().map(|e| e.poses.clone()).unwrap_or_default();
+            for g in im.gt.iter().filter(|g| g.obj_id == c.obj_id) {
+                let best = poses
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| (k, p.score, PoseErrors::compute(&p.pose, &g.pose, &model.mesh.vertices, &im.camera, d)))
+                    .min_by(|a, b| a.2.mssd.total_cmp(&b.2.mssd));
+                let top = poses.first().map(|p| PoseErrors::compute(&p.pose, &g.pose, &model.mesh.vertices, &im.camera, d));
+                println!(
+                    "scene {} image {} obj {:>2} target {:<5} top: score {:.3} MSSD/d {:.2} MSPD {:>6.1} | closest: rank {} score {:.3} MSSD/d {:.2}  {:.0} ms",
+                    c.scene_id,
+                    c.im_id,
+                    c.obj_id,
+                    g.valid,
+                    poses.first().map_or(0.0, |p| p.score),
+                    top.map_or(f64::NAN, |e| e.mssd / d),
+                    top.map_or(f64::NAN, |e| e.mspd),
+                    best.map_or(0, |b| b.0),
+                    best.map_or(0.0, |b| b.1),
+                    best.map_or(f64::NAN, |b| b.2.mssd / d),
+                    c.ms
+                );
+            }
+        }
+    }
+
+    println!();
+    println!("{:<12} {:>5} {:>5} {:>9} {:>8} {:>8} {:>6} {:>9}", "object", "inst", "est", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "mean ms");
+    for o in &report.objects {
+        let ms: Vec<f64> = calls.iter().filter(|c| c.obj_id == o.obj_id).map(|c| c.ms).collect();
+        let s = &o.scores;
+        println!("obj_{:06}   {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", o.obj_id, s.targets, s.estimates, s.add_recall, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
+    }
+    let ms: Vec<f64> = calls.iter().map(|c| c.ms).collect();
+    let s = &report.overall;
+    println!("{:<12} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", "overall", s.targets, s.estimates, s.add_recall, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
+    println!("calls {}, median {:.1} ms per object, {} failed", calls.len(), median(&ms), calls.iter().filter(|c| c.result.is_err()).count());
+    println!();
+    println!("{:<24} {:>9} {:>9} {:>6}", "stage", "mean ms", "median ms", "calls");
+    for (stage, m, med, n) in stages.summary() {
+        println!("{stage:<24} {m:>9.1} {med:>9.1} {n:>6}");
+    }
+    println!();
+    print!("{}", report.table());
+    println!("rescore: sam6d eval --scene {} --pred {} --models {}", scene_dirs[0].display(), csv_path.display(), models_dir.display());
+    Ok(())
+}
