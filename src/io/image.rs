@@ -89,6 +89,48 @@ pub fn decode_depth(bytes: &[u8], depth_scale: f64, what: &str) -> Result<DepthM
     Ok(DepthMm { width, height, mm })
 }
 
+/// Depths (mm) between which a depth camera looking at graspable objects usually sees them;
+/// a frame whose median lies outside both is almost always read with the wrong `depth_scale`.
+const TYPICAL_MM: (f32, f32) = (150.0, 4000.0);
+
+/// A scale for a message: 0.1 × 0.1 reads 0.01, not 0.010000000000000002.
+fn nice(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+/// What is wrong with a decoded depth image, if something plainly is: no measurement at all, or a
+/// median depth so far from any camera's range that `depth_scale` is off by a factor of ten
+/// (the usual slip: BOP's YCB-V and T-LESS store 0.1 mm units, LM and most cameras 1 mm).
+/// `depth_scale` is the one the image was read with; the message names the likely fix.
+pub fn depth_hint(depth: &DepthMm, depth_scale: f64) -> Option<String> {
+    if !depth.mm.iter().any(|&z| z > 0.0 && z.is_finite()) {
+        return Some("the depth image has no measurement (every pixel is 0): no pose can be found".into());
+    }
+    // Every 7th pixel is plenty for a median, and keeps this off the frame's time budget.
+    let mut valid: Vec<f32> = depth.mm.iter().step_by(7).copied().filter(|&z| z > 0.0 && z.is_finite()).collect();
+    if valid.is_empty() {
+        valid = depth.mm.iter().copied().filter(|&z| z > 0.0 && z.is_finite()).collect();
+    }
+    let mid = valid.len() / 2;
+    let median = *valid.select_nth_unstable_by(mid, f32::total_cmp).1;
+    let (lo, hi) = TYPICAL_MM;
+    if (lo..=hi).contains(&median) {
+        return None;
+    }
+    for factor in [0.1f64, 10.0, 0.01, 100.0] {
+        let z = median as f64 * factor;
+        if (lo as f64..=hi as f64).contains(&z) {
+            return Some(format!(
+                "the median depth is {median:.0} mm with depth_scale {depth_scale}, outside the {lo:.0}-{hi:.0} mm where objects are usually seen; \
+                 if the raw depth units are {} mm, use depth_scale {} (--depth-scale, or the camera file's depth_scale), which puts it at {z:.0} mm",
+                nice(depth_scale * factor),
+                nice(depth_scale * factor)
+            ));
+        }
+    }
+    Some(format!("the median depth is {median:.0} mm with depth_scale {depth_scale}: check the depth image and its depth_scale (mm per raw unit)"))
+}
+
 pub fn read_depth(path: &Path, depth_scale: f64) -> Result<DepthMm, InputError> {
     decode_depth(&super::read_file(path)?, depth_scale, &path.display().to_string())
 }
@@ -183,6 +225,22 @@ pub fn check_same_size(rgb: &RgbImage, depth: &DepthMm) -> Result<(), InputError
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn depth_hint_names_the_likely_depth_scale() {
+        let img = |z: f32| super::DepthMm { width: 10, height: 10, mm: vec![z; 100] };
+        assert_eq!(super::depth_hint(&img(900.0), 1.0), None);
+        let empty = super::depth_hint(&img(0.0), 1.0).unwrap();
+        assert!(empty.contains("no measurement"), "{empty}");
+        // YCB-V depth (0.1 mm units) read as mm: 9000 mm.
+        let far = super::depth_hint(&img(9000.0), 1.0).unwrap();
+        assert!(far.contains("use depth_scale 0.1") && far.contains("900 mm"), "{far}");
+        // LM depth (mm) read with YCB-V's 0.1: 90 mm.
+        let near = super::depth_hint(&img(90.0), 0.1).unwrap();
+        assert!(near.contains("use depth_scale 1 ") && near.contains("900 mm"), "{near}");
+        // Nothing plausible within a factor of 100.
+        assert!(!super::depth_hint(&img(1.0e7), 1.0).unwrap().contains("use depth_scale"));
+    }
+
     use super::*;
 
     #[test]

@@ -206,6 +206,9 @@ impl Pipeline {
 
     /// As [`Pipeline::estimate`] with per-request options (the server's `det_score_thresh`).
     pub fn estimate_with(&self, frame: &Frame, model: &ObjectModel, options: &Options) -> anyhow::Result<Estimate> {
+        if let Some(hint) = crate::io::image::depth_hint(&frame.depth, frame.camera.depth_scale) {
+            tracing::warn!("{hint}");
+        }
         let Some(neural) = &self.neural else { return geometric::estimate(frame, model, options, None) };
         let started = Instant::now();
         let (w, h) = (frame.width(), frame.height());
