@@ -68,6 +68,8 @@ fn main() -> anyhow::Result<()> {
     params.candidates = arg("--candidates", params.candidates);
     params.peaks_per_ref = arg("--peaks", params.peaks_per_ref);
     params.icp_iterations = arg("--icp-iterations", params.icp_iterations);
+    params.edge_band = arg("--edge-band", params.edge_band);
+    params.bucket_cap_rel = arg("--bucket-cap", params.bucket_cap_rel);
 
     // --det-score-thresh T: the threshold the pipeline applies (default: the pipeline's).
     let options = Options { det_score_thresh: arg("--det-score-thresh", Options::default().det_score_thresh), ..Options::default() };
