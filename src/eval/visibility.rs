@@ -84,7 +84,8 @@ mod tests {
     fn distances_grow_off_axis() {
         let cam = Camera::new(100.0, 100.0, 1.0, 0.0, 1.0).unwrap();
         let d = distance_image(&[1000.0, 0.0, 1000.0], &cam, 3);
-        assert_eq!(d[0], (1000.0f64 * (1.0f64 + 0.01).sqrt()) as f32);
-        assert_eq!(d[1], 0.0);
+        // Pixels 0 and 2 are one pixel either side of cx: the ray is 1 % off axis.
+        let off = (1000.0f64 * (1.0f64 + 1e-4).sqrt()) as f32;
+        assert_eq!((d[0], d[1], d[2]), (off, 0.0, off));
     }
 }
