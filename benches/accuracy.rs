@@ -9,7 +9,7 @@
 //! frame is run once per target object that appears in it, the estimates go to a BOP19 CSV
 //! (`results.csv`), and that CSV is scored against the scene as `sam6d eval` would: targets are
 //! the instances with visib_fract ≥ 0.1, only the top n estimates per image and object count
-//! (n = targets), greedy matching per threshold; AR = mean of AR_MSSD and AR_MSPD (no VSD).
+//! (n = targets), greedy matching per threshold; AR = mean of AR_VSD, AR_MSSD and AR_MSPD.
 //! With `--dump DIR` the scene, models and CSV stay in DIR, so that
 //! `sam6d eval --scene DIR/test/000001 --pred DIR/results.csv --models DIR/models` reruns it.
 mod common;

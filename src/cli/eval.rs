@@ -5,7 +5,7 @@ use anyhow::Context;
 use sam6d::eval::{self, dataset, predictions};
 use std::path::PathBuf;
 
-/// Score pose estimates against BOP ground truth (AR_MSSD, AR_MSPD, ADD(-S), errors, times).
+/// Score pose estimates against BOP ground truth (AR_VSD, AR_MSSD, AR_MSPD, ADD(-S), errors, times).
 ///
 /// Reads the estimates (BOP19 CSV, or the JSON lines of a batch `sam6d infer` run), the ground
 /// truth of one or more BOP scene folders and the object models, and scores them as the BOP
@@ -15,10 +15,13 @@ use std::path::PathBuf;
 /// each threshold greedily matches estimates (best score first) to the unmatched instance with
 /// the smallest error below it. Recall = matched targets / targets, pooled over instances.
 ///
-/// Figures, per object and over all: recall at the MSSD thresholds 0.05 ... 0.50 x diameter
-/// and at the MSPD thresholds 5 ... 50 px x (image width / 640), their means AR_MSSD and
-/// AR_MSPD, AR = (AR_MSSD + AR_MSPD) / 2 (VSD is not computed, so this is not BOP's three-way
-/// AR); ADD and ADI (ADD-S) recall at 0.1 x diameter, and ADD(-S) (ADI for symmetric objects);
+/// Figures, per object and over all: recall at the MSSD thresholds 0.05 ... 0.50 x diameter,
+/// at the MSPD thresholds 5 ... 50 px x (image width / 640) and at the 100 VSD pairs
+/// (tau, theta), each 0.05 ... 0.50 (tau x diameter, visibility tolerance 15 mm); their means
+/// AR_MSSD, AR_MSPD and AR_VSD, AR = (AR_VSD + AR_MSSD + AR_MSPD) / 3 as BOP19. VSD reads the
+/// scene's depth/NNNNNN.png (scaled by scene_camera.json's depth_scale); targets of images
+/// without one count (AR_MSSD + AR_MSPD) / 2 towards AR, and a note says so.
+/// ADD and ADI (ADD-S) recall at 0.1 x diameter, and ADD(-S) (ADI for symmetric objects);
 /// median rotation (deg) and translation (mm) errors of the targets matched with MSSD < 0.5 d;
 /// time per frame (mean, median) from the CSV `time` column or the JSON `time_s`.
 ///
@@ -37,7 +40,7 @@ use std::path::PathBuf;
   sam6d infer --scene lmo/test/000002 --cad lmo/models/obj_000005.ply --bop-csv run.csv && sam6d eval --scene lmo/test/000002 --pred run.csv --models lmo/models_eval --obj-id 5")]
 pub struct EvalArgs {
     /// BOP scene folder (scene_gt.json, scene_camera.json, optional scene_gt_info.json,
-    /// rgb/ or gray/); repeat for several scenes. The scene id is the folder name (000002).
+    /// rgb/ or gray/, depth/ for VSD); repeat for several scenes. The scene id is the folder name (000002).
     #[arg(long = "scene", value_name = "BOP_SCENE_DIR", required = true)]
     scenes: Vec<PathBuf>,
 

@@ -1,9 +1,10 @@
 //! The ground truth side of an evaluation: BOP scene folders (`scene_gt.json`,
-//! `scene_gt_info.json`, `scene_camera.json`, the image width from `rgb/` or `gray/`) and the
+//! `scene_gt_info.json`, `scene_camera.json`, the image width from `rgb/` or `gray/`; VSD reads
+//! `depth/` itself, see [`depth_path`]) and the
 //! models folder (`obj_XXXXXX.ply`, optional `models_info.json` with diameters and symmetries).
 use super::predictions::digits;
 use super::symmetry::{symmetry_transformations, Continuous, MAX_SYM_DISC_STEP};
-use crate::geometry::Pose;
+use crate::geometry::{Mesh, Pose};
 use crate::io::Camera;
 use anyhow::{anyhow, bail, Context, Result};
 use nalgebra::{Matrix3, Vector3};
@@ -26,6 +27,7 @@ pub struct GtInstance {
 
 #[derive(Clone, Debug)]
 pub struct SceneImage {
+    /// Intrinsics and the depth images' `depth_scale` (mm per raw unit).
     pub camera: Camera,
     pub gt: Vec<GtInstance>,
 }
@@ -88,7 +90,12 @@ pub fn read_scene(dir: &Path, image_width: Option<usize>) -> Result<Scene> {
         let cam_entry = cam_map.get(key).or_else(|| cam_map.iter().find(|(k, _)| k.trim().parse::<u32>().ok() == Some(im_id)).map(|(_, v)| v));
         let cam_entry = cam_entry.ok_or_else(|| anyhow!("{}: no entry for image {im_id}, which scene_gt.json lists", cam_path.display()))?;
         let k = numbers(cam_entry.get("cam_K"), 9, &format!("{}: image {im_id}: cam_K", cam_path.display()))?;
-        let camera = Camera::from_k(&k, 1.0, &cam_path.display().to_string())?;
+        // Raw depth units → mm for VSD's test depth (BOP: 1.0 when the entry has none).
+        let depth_scale = match cam_entry.get("depth_scale") {
+            None | Some(Value::Null) => 1.0,
+            Some(v) => v.as_f64().ok_or_else(|| anyhow!("{}: image {im_id}: depth_scale is not a number", cam_path.display()))?,
+        };
+        let camera = Camera::from_k(&k, depth_scale, &format!("{}: image {im_id}", cam_path.display()))?;
         let infos = match &info_json {
             Some(info) => {
                 let entry = info.get(key).and_then(Value::as_array).ok_or_else(|| anyhow!("{}: no list for image {im_id}", info_path.display()))?;
@@ -123,6 +130,11 @@ pub fn read_scene(dir: &Path, image_width: Option<usize>) -> Result<Scene> {
     Ok(Scene { scene_id, dir: dir.to_path_buf(), images, image_width, has_gt_info: info_json.is_some() })
 }
 
+/// The test depth image of `im_id` in a BOP scene folder (VSD needs it).
+pub fn depth_path(scene_dir: &Path, im_id: u32) -> PathBuf {
+    scene_dir.join("depth").join(format!("{im_id:06}.png"))
+}
+
 /// Width of the first image in rgb/ (or gray/ for grey-only datasets such as ITODD).
 fn first_image_width(dir: &Path) -> Result<usize> {
     for sub in ["rgb", "gray"] {
@@ -143,6 +155,8 @@ pub struct EvalModel {
     pub obj_id: u32,
     /// The mesh vertices (BOP evaluates over model vertices), mm.
     pub pts: Vec<Vector3<f64>>,
+    /// The mesh itself: VSD renders it (no faces: VSD cannot be computed for the object).
+    pub mesh: Mesh,
     pub diameter: f64,
     /// "models_info.json" or "mesh".
     pub diameter_source: &'static str,
@@ -212,6 +226,6 @@ impl ModelsDir {
         }
         let symmetric = !discrete.is_empty() || !continuous.is_empty();
         let syms = symmetry_transformations(&discrete, &continuous, MAX_SYM_DISC_STEP);
-        Ok(EvalModel { obj_id, pts, diameter, diameter_source, syms, symmetric })
+        Ok(EvalModel { obj_id, pts, mesh, diameter, diameter_source, syms, symmetric })
     }
 }

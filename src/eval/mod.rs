@@ -1,5 +1,5 @@
 //! `sam6d eval`: scores pose estimates against BOP ground truth the way the BOP toolkit does
-//! (`eval_calc_errors` + `eval_calc_scores`, BOP19 settings), without VSD.
+//! (`eval_calc_errors` + `eval_calc_scores`, BOP19 settings).
 //!
 //! - Targets: per image and object, the ground-truth instances with visib_fract ≥ 0.1
 //!   (`scene_gt_info.json`; every instance when the file is missing).
@@ -7,26 +7,32 @@
 //!   number of targets (BOP's n_top = −1 with `inst_count`); estimates for an object with no
 //!   target in the image are ignored.
 //! - Errors of each estimate against every instance of its object (targets or not): MSSD and
-//!   MSPD minimised over the object's symmetries, ADD, ADI.
+//!   MSPD minimised over the object's symmetries, ADD, ADI, and VSD at 10 tolerances τ
+//!   ([`vsd`]: the model rendered at both poses against the scene's `depth/` image).
 //! - Per threshold, greedy matching ([`matching`]); a target counts as found when an estimate is
 //!   matched to it; an estimate matched to a non-target counts for nothing.
 //! - Recall = found / targets, pooled over all instances (per object, and over all objects);
-//!   AR_MSSD and AR_MSPD average it over the 10 thresholds; AR = their mean (BOP adds AR_VSD).
+//!   AR_MSSD and AR_MSPD average it over the 10 thresholds, AR_VSD over the 100 (τ, θ) pairs;
+//!   AR = (AR_VSD + AR_MSSD + AR_MSPD) / 3. Targets in an image without a depth image (or of an
+//!   object whose model has no faces) have no VSD: they count (AR_MSSD + AR_MSPD) / 2 towards
+//!   AR, and AR_VSD is over the other targets only (NaN when there are none).
 pub mod dataset;
 pub mod matching;
 pub mod predictions;
 pub mod symmetry;
 pub mod visibility;
+pub mod vsd;
 
 use crate::geometry::metrics::{self, mssd_thresholds};
 use crate::geometry::Pose;
 use crate::io::Camera;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use dataset::{EvalModel, ModelsDir, Scene};
 use predictions::{Prediction, Predictions};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::fmt::Write;
 
 /// ADD / ADI correctness threshold, fraction of the diameter.
@@ -48,6 +54,12 @@ struct Tally {
     estimates: usize,
     mssd_hits: [usize; 10],
     mspd_hits: [usize; 10],
+    /// Targets of the tasks where VSD was computed, and its hits by [τ][θ].
+    vsd_targets: usize,
+    vsd_hits: [[usize; 10]; 10],
+    /// Σ over tasks of AR × targets (three terms with VSD, two without): AR pooled over
+    /// targets even when only some of them have VSD.
+    ar_sum: f64,
     add_hits: usize,
     adi_hits: usize,
     /// ADD(-S): ADI hits for symmetric objects, ADD hits for the others.
@@ -65,7 +77,12 @@ impl Tally {
         for k in 0..10 {
             self.mssd_hits[k] += o.mssd_hits[k];
             self.mspd_hits[k] += o.mspd_hits[k];
+            for j in 0..10 {
+                self.vsd_hits[k][j] += o.vsd_hits[k][j];
+            }
         }
+        self.vsd_targets += o.vsd_targets;
+        self.ar_sum += o.ar_sum;
         self.add_hits += o.add_hits;
         self.adi_hits += o.adi_hits;
         self.adds_hits += o.adds_hits;
@@ -80,16 +97,22 @@ impl Tally {
         let recall_mspd: Vec<f64> = self.mspd_hits.iter().map(|&h| recall(h)).collect();
         let ar_mssd = recall_mssd.iter().sum::<f64>() / 10.0;
         let ar_mspd = recall_mspd.iter().sum::<f64>() / 10.0;
+        let vsd_recall = |h: usize| if self.vsd_targets == 0 { f64::NAN } else { h as f64 / self.vsd_targets as f64 };
+        let recall_vsd: Vec<Vec<f64>> = self.vsd_hits.iter().map(|row| row.iter().map(|&h| vsd_recall(h)).collect()).collect();
         Scores {
             targets: self.targets,
             estimates: self.estimates,
-            ar: 0.5 * (ar_mssd + ar_mspd),
+            ar: if self.targets == 0 { 0.0 } else { self.ar_sum / self.targets as f64 },
+            ar_vsd: recall_vsd.iter().flatten().sum::<f64>() / 100.0,
             ar_mssd,
             ar_mspd,
             recall_mssd,
             recall_mspd,
             hits_mssd: self.mssd_hits.to_vec(),
             hits_mspd: self.mspd_hits.to_vec(),
+            vsd_targets: self.vsd_targets,
+            recall_vsd,
+            hits_vsd: self.vsd_hits.iter().map(|r| r.to_vec()).collect(),
             add_recall: recall(self.add_hits),
             adi_recall: recall(self.adi_hits),
             add_s_recall: recall(self.adds_hits),
@@ -107,7 +130,11 @@ pub struct Scores {
     pub targets: usize,
     /// Estimates evaluated (top n per image and object).
     pub estimates: usize,
+    /// (AR_VSD + AR_MSSD + AR_MSPD) / 3 per target, (AR_MSSD + AR_MSPD) / 2 for the targets
+    /// without VSD, averaged over the targets.
     pub ar: f64,
+    /// Over the `vsd_targets`; NaN (null) when there are none.
+    pub ar_vsd: f64,
     pub ar_mssd: f64,
     pub ar_mspd: f64,
     /// Recall at each MSSD threshold (0.05 … 0.50 × diameter).
@@ -116,6 +143,11 @@ pub struct Scores {
     pub recall_mspd: Vec<f64>,
     pub hits_mssd: Vec<usize>,
     pub hits_mspd: Vec<usize>,
+    /// Targets in images with a depth image (and a model with faces): the ones VSD scores.
+    pub vsd_targets: usize,
+    /// VSD recall by [τ][θ], τ and θ 0.05 … 0.50 (τ × diameter); NaN when no VSD target.
+    pub recall_vsd: Vec<Vec<f64>>,
+    pub hits_vsd: Vec<Vec<usize>>,
     /// ADD < 0.1 d.
     pub add_recall: f64,
     /// ADI (ADD-S) < 0.1 d.
@@ -201,9 +233,18 @@ struct Task<'a> {
     ests: Vec<&'a Prediction>,
 }
 
-fn score_task(t: &Task, m: &EvalModel) -> Tally {
+/// The tasks of one image, and its depth image if it has one.
+struct ImageTasks<'a> {
+    camera: Camera,
+    depth: Option<PathBuf>,
+    tasks: Vec<(u32, Task<'a>)>,
+}
+
+/// `test`: the image's measured distances when VSD can be computed (None: no VSD for this task).
+fn score_task(t: &Task, m: &EvalModel, test: Option<&vsd::TestDist>) -> Tally {
     let d = m.diameter;
-    let mut tally = Tally { targets: t.gt.iter().filter(|g| g.1).count(), estimates: t.ests.len(), ..Default::default() };
+    let targets = t.gt.iter().filter(|g| g.1).count();
+    let mut tally = Tally { targets, estimates: t.ests.len(), vsd_targets: if test.is_some() { targets } else { 0 }, ..Default::default() };
     if t.ests.is_empty() {
         return tally;
     }
@@ -238,6 +279,16 @@ fn score_task(t: &Task, m: &EvalModel) -> Tally {
     tally.add_hits = count(matching::greedy_match(&add, ADD_THRESHOLD * d));
     tally.adi_hits = count(matching::greedy_match(&adi, ADD_THRESHOLD * d));
     tally.adds_hits = if m.symmetric { tally.adi_hits } else { tally.add_hits };
+    if let Some(test) = test {
+        tally.vsd_hits = vsd_hits(t, m, test);
+    }
+    let mean = |h: &[usize]| h.iter().sum::<usize>() as f64 / h.len() as f64;
+    // Mean hits over the thresholds = AR × targets for this task.
+    let (ar_mssd, ar_mspd) = (mean(&tally.mssd_hits), mean(&tally.mspd_hits));
+    tally.ar_sum = match test {
+        Some(_) => (mean(tally.vsd_hits.as_flattened()) + ar_mssd + ar_mspd) / 3.0,
+        None => (ar_mssd + ar_mspd) / 2.0,
+    };
     // The medians are over the targets matched at the loosest MSSD threshold (0.5 d): a pose
     // farther off is no match for that instance, and its error would say nothing about it.
     for (e, g) in matching::greedy_match(&mssd, MEDIAN_MATCH_MSSD * d).into_iter().enumerate() {
@@ -249,6 +300,40 @@ fn score_task(t: &Task, m: &EvalModel) -> Tally {
         }
     }
     tally
+}
+
+/// Found targets by [τ][θ] for VSD: each estimate and each instance is rendered once, then
+/// every (τ, θ) pair runs the greedy matching on the errors at τ with threshold θ.
+fn vsd_hits(t: &Task, m: &EvalModel, test: &vsd::TestDist) -> [[usize; 10]; 10] {
+    // As BOP (`overlapping_sphere_projections`): a pair whose bounding-sphere silhouettes
+    // cannot overlap has error 1 at every τ, without rendering.
+    let r = 0.5 * m.diameter;
+    let overlap = |a: &Pose, b: &Pose| (a.t.xy() / a.t.z - b.t.xy() / b.t.z).norm() < r * (1.0 / a.t.z + 1.0 / b.t.z);
+    let render = |p: &Pose| vsd::Rendered::new(&m.mesh, &t.camera, p, test);
+    let ests: Vec<Option<vsd::Rendered>> = t.ests.par_iter().map(|e| t.gt.iter().any(|g| overlap(&e.pose, &g.0)).then(|| render(&e.pose))).collect();
+    let gts: Vec<Option<vsd::Rendered>> = t.gt.par_iter().map(|g| t.ests.iter().any(|e| overlap(&e.pose, &g.0)).then(|| render(&g.0))).collect();
+    let errors: Vec<Vec<[f64; 10]>> = t
+        .ests
+        .iter()
+        .zip(&ests)
+        .map(|(e, re)| {
+            t.gt.iter()
+                .zip(&gts)
+                .map(|(g, rg)| match (re, rg) {
+                    (Some(re), Some(rg)) if overlap(&e.pose, &g.0) => vsd::errors(re, rg, test.width, m.diameter),
+                    _ => [1.0; 10],
+                })
+                .collect()
+        })
+        .collect();
+    let mut hits = [[0; 10]; 10];
+    for (k, row) in hits.iter_mut().enumerate() {
+        let at_tau: Vec<Vec<f64>> = errors.iter().map(|es| es.iter().map(|e| e[k]).collect()).collect();
+        for (h, th) in row.iter_mut().zip(vsd::thresholds()) {
+            *h = matching::greedy_match(&at_tau, th).into_iter().flatten().filter(|&g| t.gt[g].1).count();
+        }
+    }
+    hits
 }
 
 /// Scores `preds` against `scenes`. `only`: evaluate these objects only (empty = every object
@@ -313,9 +398,13 @@ pub fn evaluate(scenes: &[Scene], preds: &Predictions, models: &ModelsDir, only:
         }
     }
 
-    let mut tasks: Vec<(u32, Task)> = Vec::new();
+    // Tasks grouped by image: VSD reads each test depth image once for all its objects.
+    let mut images: Vec<ImageTasks> = Vec::new();
+    // Per scene: images with tasks but no depth image, and images with tasks.
+    let mut no_depth: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
     for s in scenes {
         for (&im_id, im) in &s.images {
+            let mut tasks = Vec::new();
             for &obj in &objs {
                 let gt: Vec<(Pose, bool)> = im.gt.iter().filter(|g| g.obj_id == obj).map(|g| (g.pose, g.valid)).collect();
                 let n = gt.iter().filter(|g| g.1).count();
@@ -329,11 +418,31 @@ pub fn evaluate(scenes: &[Scene], preds: &Predictions, models: &ModelsDir, only:
                 ests.truncate(n);
                 tasks.push((obj, Task { camera: im.camera, width: s.image_width, gt, ests }));
             }
+            if tasks.is_empty() {
+                continue;
+            }
+            let depth = Some(dataset::depth_path(&s.dir, im_id)).filter(|p| p.is_file());
+            let n = no_depth.entry(s.scene_id).or_default();
+            n.0 += depth.is_none() as usize;
+            n.1 += 1;
+            images.push(ImageTasks { camera: im.camera, depth, tasks });
         }
     }
     counts.rows_without_target = grouped.values().map(Vec::len).sum();
 
-    let tallies: Vec<(u32, Tally)> = tasks.par_iter().map(|(obj, t)| (*obj, score_task(t, model_of[obj]))).collect();
+    // A model without faces renders nothing: VSD would call every estimate wrong.
+    let has_faces = |obj: &u32| !model_of[obj].mesh.faces.is_empty();
+    let per_image: Vec<Vec<(u32, Tally)>> = images
+        .par_iter()
+        .map(|im| {
+            let test = match &im.depth {
+                Some(p) if im.tasks.iter().any(|(o, _)| has_faces(o)) => Some(vsd::TestDist::read(p, &im.camera).with_context(|| format!("VSD: test depth {}", p.display()))?),
+                _ => None,
+            };
+            Ok(im.tasks.par_iter().map(|(obj, t)| (*obj, score_task(t, model_of[obj], test.as_ref().filter(|_| has_faces(obj))))).collect())
+        })
+        .collect::<Result<_>>()?;
+    let tallies: Vec<(u32, Tally)> = per_image.into_iter().flatten().collect();
     let mut per_obj: BTreeMap<u32, Tally> = BTreeMap::new();
     let mut all = Tally::default();
     for (obj, t) in &tallies {
@@ -362,7 +471,16 @@ pub fn evaluate(scenes: &[Scene], preds: &Predictions, models: &ModelsDir, only:
         inconsistent: preds.inconsistent_times,
     };
 
-    let mut notes = vec!["VSD is not computed: AR here is (AR_MSSD + AR_MSPD) / 2, BOP's AR also averages AR_VSD.".to_string()];
+    let mut notes = Vec::new();
+    for (scene, (missing, n)) in no_depth.iter().filter(|(_, (m, _))| *m > 0) {
+        notes.push(format!(
+            "scene {scene}: {missing} of {n} image(s) with targets have no depth image (depth/NNNNNN.png): no VSD for their targets, which count (AR_MSSD + AR_MSPD) / 2 towards AR (BOP's AR needs VSD)."
+        ));
+    }
+    let faceless: Vec<u32> = loaded.iter().filter(|m| m.mesh.faces.is_empty()).map(|m| m.obj_id).collect();
+    if !faceless.is_empty() {
+        notes.push(format!("the models of objects {faceless:?} have no faces: no VSD for them (nothing to render), their targets count (AR_MSSD + AR_MSPD) / 2 towards AR."));
+    }
     if models.info.is_none() {
         notes.push(format!("{} has no models_info.json: diameters come from the meshes and no object is treated as symmetric.", models.dir.display()));
     }
@@ -380,7 +498,11 @@ pub fn evaluate(scenes: &[Scene], preds: &Predictions, models: &ModelsDir, only:
         "max_sym_disc_step": symmetry::MAX_SYM_DISC_STEP,
         "n_top": "number of targets per image and object",
         "median_errors_over_matches_with_mssd_below_diameter_fraction": MEDIAN_MATCH_MSSD,
-        "vsd": "not computed",
+        "vsd": "BOP19: bop19 visibility, errors normalised by the diameter, AR_VSD = mean recall over the (tau, theta) pairs; AR = (AR_VSD + AR_MSSD + AR_MSPD) / 3, (AR_MSSD + AR_MSPD) / 2 for targets without a depth image",
+        "vsd_delta_mm": vsd::DELTA_MM,
+        "vsd_delta_note": "15 mm for every dataset; BOP19 uses 15 mm except for ITODD (5 mm)",
+        "vsd_taus_diameter_fraction": vsd::taus(),
+        "vsd_thresholds": vsd::thresholds(),
     });
     Ok(Report {
         scenes: scenes
@@ -413,17 +535,19 @@ impl Report {
             self.predictions.format
         );
         let f = |v: f64| if v.is_finite() { format!("{v:.2}") } else { "-".to_string() };
-        let _ = writeln!(o, "\n{:>8} {:>9} {:>4} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8}", "obj_id", "diam(mm)", "sym", "targets", "est", "AR", "AR_MSSD", "AR_MSPD", "ADD", "ADI", "ADD(-S)", "re°(med)", "te(med)");
+        let _ = writeln!(o, "\n{:>8} {:>9} {:>4} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8}", "obj_id", "diam(mm)", "sym", "targets", "est", "AR", "AR_VSD", "AR_MSSD", "AR_MSPD", "ADD", "ADI", "ADD(-S)", "re°(med)", "te(med)");
+        let f3 = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "-".to_string() };
         let row = |o: &mut String, name: &str, diam: String, sym: &str, s: &Scores| {
             let _ = writeln!(
                 o,
-                "{:>8} {:>9} {:>4} {:>7} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
+                "{:>8} {:>9} {:>4} {:>7} {:>5} {:>7.3} {:>7} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
                 name,
                 diam,
                 sym,
                 s.targets,
                 s.estimates,
                 s.ar,
+                f3(s.ar_vsd),
                 s.ar_mssd,
                 s.ar_mspd,
                 s.add_recall,
@@ -441,6 +565,15 @@ impl Report {
         let list = |v: &[f64]| v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" ");
         let _ = writeln!(o, "  MSSD < 0.05 … 0.50 d:          {}", list(&self.overall.recall_mssd));
         let _ = writeln!(o, "  MSPD < 5 … 50 px (× width/640): {}", list(&self.overall.recall_mspd));
+        let s = &self.overall;
+        if s.vsd_targets > 0 {
+            // 100 (τ, θ) recalls are too many for a line: by θ, averaged over τ (all in the JSON).
+            let by_theta: Vec<f64> = (0..10).map(|j| s.recall_vsd.iter().map(|r| r[j]).sum::<f64>() / 10.0).collect();
+            let _ = writeln!(o, "  VSD < 0.05 … 0.50 (mean over τ 0.05 … 0.50 d, δ {} mm): {}", vsd::DELTA_MM, list(&by_theta));
+        }
+        if s.vsd_targets < s.targets {
+            let _ = writeln!(o, "VSD: {} of {} target(s) scored (the others have no depth image or a model without faces; see the notes)", s.vsd_targets, s.targets);
+        }
         let _ = writeln!(o, "ADD / ADI / ADD(-S): error < {ADD_THRESHOLD} d; re / te: median rotation (deg) and translation (mm) errors of the {} target(s) matched with MSSD < {MEDIAN_MATCH_MSSD} d", self.overall.matched);
         if self.time.frames > 0 {
             let _ = writeln!(o, "time per frame: mean {:.3} s, median {:.3} s over {} frame(s)", self.time.mean_s, self.time.median_s, self.time.frames);
@@ -469,6 +602,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::{Mesh, Vec3};
     use nalgebra::{Matrix3, Vector3};
 
     const CAM: Camera = Camera { fx: 500.0, fy: 500.0, cx: 320.0, cy: 240.0, depth_scale: 1.0 };
@@ -484,7 +618,8 @@ mod tests {
             }
         }
         let diameter = 2.0 * (a * a + b * b + c * c).sqrt();
-        EvalModel { obj_id: 1, pts, diameter, diameter_source: "mesh", syms, symmetric }
+        // No faces: these tests score without a depth image, so VSD never renders the box.
+        EvalModel { obj_id: 1, pts, mesh: Mesh::default(), diameter, diameter_source: "mesh", syms, symmetric }
     }
 
     fn at(x: f64, y: f64, z: f64) -> Pose {
@@ -511,7 +646,7 @@ mod tests {
         assert!((m.diameter - d).abs() < 1e-9);
         let gt = at(0.0, 0.0, 1000.0);
         let ests = [pred(at(0.07 * d, 0.0, 1000.0), 0.9)];
-        let s = score_task(&task(&[gt], &ests), &m).scores();
+        let s = score_task(&task(&[gt], &ests), &m, None).scores();
         assert_eq!(s.hits_mssd, vec![0, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
         assert!((s.ar_mssd - 0.9).abs() < 1e-12);
         let mspd = 500.0 * 0.07 * d / 950.0;
@@ -538,7 +673,7 @@ mod tests {
         let want = 2f64.sqrt() * 25000.0 * (1.0 / 950.0 - 1.0 / 960.0);
         assert!((e - want).abs() < 1e-9 && (want - 0.38766).abs() < 1e-4, "{e} {want}");
         // Scored: correct at all 10 MSPD thresholds.
-        let s = score_task(&task(&[gt], &[pred(at(2.0, 0.0, 1000.0), 1.0)]), &m).scores();
+        let s = score_task(&task(&[gt], &[pred(at(2.0, 0.0, 1000.0), 1.0)]), &m, None).scores();
         assert_eq!(s.ar_mspd, 1.0);
     }
 
@@ -555,7 +690,7 @@ mod tests {
         let gt = at(0.0, 0.0, 800.0);
         let turned = Pose::new(Matrix3::new(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0), gt.t);
         let ests = [pred(turned, 0.5)];
-        let s = score_task(&task(&[gt], &ests), &m).scores();
+        let s = score_task(&task(&[gt], &ests), &m, None).scores();
         assert_eq!((s.ar_mssd, s.ar_mspd, s.ar), (1.0, 1.0, 1.0));
         assert_eq!((s.add_recall, s.adi_recall, s.add_s_recall), (0.0, 1.0, 1.0));
         assert!((metrics::add_f64(&turned, &gt, &m.pts) - 2.0 * 3400f64.sqrt()).abs() < 1e-9);
@@ -564,7 +699,7 @@ mod tests {
         // The same object without its symmetry: MSSD = 116.62 = 0.986 d, wrong everywhere;
         // ADD(-S) is then plain ADD.
         let plain = box_model(50.0, 30.0, 10.0, vec![Pose::identity()], false);
-        let s = score_task(&task(&[gt], &ests), &plain).scores();
+        let s = score_task(&task(&[gt], &ests), &plain, None).scores();
         assert_eq!((s.ar_mssd, s.add_s_recall), (0.0, 0.0));
         // Too far off (MSSD ≥ 0.5 d) to be matched for the error medians.
         assert_eq!(s.matched, 0);
@@ -584,7 +719,7 @@ mod tests {
         let (a, b) = (at(-200.0, 0.0, 1000.0), at(200.0, 0.0, 1000.0));
         let mut ests = vec![pred(at(-200.0, 0.12 * d, 1000.0), 0.9), pred(a, 0.8), pred(b, 0.7)];
         ests.truncate(2);
-        let s = score_task(&task(&[a, b], &ests), &m).scores();
+        let s = score_task(&task(&[a, b], &ests), &m, None).scores();
         assert_eq!(s.targets, 2);
         assert_eq!(s.hits_mssd, vec![1; 10]);
         assert_eq!(s.ar_mssd, 0.5);
@@ -595,7 +730,7 @@ mod tests {
         assert!((s.median_translation_error_mm - 0.12 * d).abs() < 1e-9);
         // All three kept (as if there were 3 targets): e3 takes B → 2 hits everywhere.
         let ests = [pred(at(-200.0, 0.12 * d, 1000.0), 0.9), pred(a, 0.8), pred(b, 0.7)];
-        let s = score_task(&task(&[a, b], &ests), &m).scores();
+        let s = score_task(&task(&[a, b], &ests), &m, None).scores();
         assert_eq!(s.hits_mssd, vec![2; 10]);
     }
 
@@ -607,9 +742,133 @@ mod tests {
         let (a, b) = (at(-200.0, 0.0, 1000.0), at(200.0, 0.0, 1000.0));
         let ests = [pred(b, 0.9)];
         let t = Task { camera: CAM, width: 640, gt: vec![(a, true), (b, false)], ests: ests.iter().collect() };
-        let s = score_task(&t, &m).scores();
+        let s = score_task(&t, &m, None).scores();
         assert_eq!((s.targets, s.ar, s.matched), (1, 0.0, 0));
         // MSPD thresholds scale with the width: 1280 px wide → 10 … 100 px.
         assert_eq!(mspd_thresholds(1280)[0], 10.0);
+    }
+
+    /// A 40 mm square facing the camera (d = 40·√2), as in the VSD tests (vsd.rs).
+    fn square_model() -> EvalModel {
+        let v = |x: f32, y: f32| Vec3::new(x, y, 0.0);
+        let mesh = Mesh { vertices: vec![v(-20.0, -20.0), v(20.0, -20.0), v(20.0, 20.0), v(-20.0, 20.0)], faces: vec![[0, 1, 2], [0, 2, 3]], ..Default::default() };
+        let pts = mesh.vertices.iter().map(|v| v.cast()).collect();
+        EvalModel { obj_id: 1, pts, mesh, diameter: 40.0 * 2f64.sqrt(), diameter_source: "mesh", syms: vec![Pose::identity()], symmetric: false }
+    }
+
+    /// 100 × 100 px, fx = 500: the ground-truth square at z = 480 covers columns and rows
+    /// 30..=70 (see vsd.rs for the pixel counts).
+    const SQ_CAM: Camera = Camera { fx: 500.0, fy: 500.0, cx: 50.0, cy: 50.0, depth_scale: 1.0 };
+    const SQ_GT_Z: f64 = 480.0;
+
+    /// Measured depth (mm): the ground-truth square on an empty background; with `occluded`,
+    /// an occluder at z = 400 over the columns x < 50.
+    fn square_depth(occluded: bool) -> Vec<f32> {
+        let mut depth = crate::render::raster::render_depth(&square_model().mesh, &SQ_CAM, &at(0.0, 0.0, SQ_GT_Z), 100, 100);
+        for (i, z) in depth.iter_mut().enumerate() {
+            if occluded && i % 100 < 50 {
+                *z = 400.0;
+            }
+        }
+        depth
+    }
+
+    fn square_task<'a>(ests: &'a [Prediction]) -> Task<'a> {
+        Task { camera: SQ_CAM, width: 100, gt: vec![(at(0.0, 0.0, SQ_GT_Z), true)], ests: ests.iter().collect() }
+    }
+
+    #[test]
+    fn vsd_exact_estimate_is_correct_everywhere_and_a_far_one_nowhere() {
+        let m = square_model();
+        let test = vsd::TestDist::new(&square_depth(false), &SQ_CAM, 100, 100);
+        // On the ground truth: VSD error 0 < every θ, at every τ → 100 hits; AR of three 1s.
+        let ests = [pred(at(0.0, 0.0, SQ_GT_Z), 1.0)];
+        let s = score_task(&square_task(&ests), &m, Some(&test)).scores();
+        assert_eq!(s.hits_vsd, vec![vec![1; 10]; 10]);
+        assert_eq!((s.vsd_targets, s.ar_vsd, s.ar_mssd, s.ar_mspd), (1, 1.0, 1.0, 1.0));
+        assert!((s.ar - 1.0).abs() < 1e-12);
+        // 200 mm to the side (3.5 d): the silhouettes do not overlap, error 1 ≥ every θ.
+        let ests = [pred(at(200.0, 0.0, SQ_GT_Z), 1.0)];
+        let s = score_task(&square_task(&ests), &m, Some(&test)).scores();
+        assert_eq!((s.ar_vsd, s.ar), (0.0, 0.0));
+        // Without a depth image the same target has no VSD figure.
+        let s = score_task(&square_task(&ests), &m, None).scores();
+        assert_eq!(s.vsd_targets, 0);
+        assert!(s.ar_vsd.is_nan() && s.recall_vsd[0][0].is_nan());
+    }
+
+    /// The estimate of the half-occluded case: the square 25 mm deeper than the ground truth.
+    fn deeper() -> Prediction {
+        pred(at(0.0, 0.0, SQ_GT_Z + 25.0), 1.0)
+    }
+
+    /// AR_VSD, AR_MSSD, AR_MSPD of [`deeper`] against the half-occluded ground truth, by hand:
+    /// - VSD (vsd.rs `half_occluded_ground_truth_by_hand`): error 1 at τ ≤ 0.40 (8 τ), and
+    ///   81/861 = 0.094 at τ = 0.45, 0.50, correct for θ = 0.10 … 0.50 (9 θ): 18 of 100 → 0.18.
+    /// - MSSD: every vertex moves 25 mm = 0.442 d: correct at 0.45, 0.50 d → 0.2.
+    /// - MSPD: the corners move 500·20·(1/480 − 1/505)·√2 = 1.459 px; the thresholds at width
+    ///   100 are 0.781 k px: correct for k ≥ 2 → 0.9.
+    const HALF_OCCLUDED: (f64, f64, f64) = (0.18, 0.2, 0.9);
+
+    #[test]
+    fn vsd_half_occluded_recall_by_hand() {
+        let test = vsd::TestDist::new(&square_depth(true), &SQ_CAM, 100, 100);
+        let ests = [deeper()];
+        let s = score_task(&square_task(&ests), &square_model(), Some(&test)).scores();
+        let mut want = vec![vec![0; 10]; 10];
+        for row in &mut want[8..] {
+            row[1..].fill(1);
+        }
+        assert_eq!(s.hits_vsd, want);
+        let (v, ms, mp) = HALF_OCCLUDED;
+        assert!((s.ar_vsd - v).abs() < 1e-12 && (s.ar_mssd - ms).abs() < 1e-12 && (s.ar_mspd - mp).abs() < 1e-12, "{s:?}");
+        // AR averages the three (0.4267), not just MSSD and MSPD (0.55).
+        assert!((s.ar - (v + ms + mp) / 3.0).abs() < 1e-12, "{}", s.ar);
+    }
+
+    #[test]
+    fn evaluate_reads_depth_for_vsd_and_falls_back_without_it() {
+        // A BOP scene with two identical images of the half-occluded square, depth stored in
+        // 0.5 mm units (read with scene_camera.json's depth_scale; read as 1 mm the occluder
+        // would be 800 mm away, behind the square, and VSD would change).
+        let root = tempfile::tempdir().unwrap();
+        let (scene_dir, models_dir) = (root.path().join("000001"), root.path().join("models"));
+        std::fs::create_dir_all(scene_dir.join("depth")).unwrap();
+        std::fs::create_dir_all(&models_dir).unwrap();
+        let depth = crate::io::image::DepthMm { width: 100, height: 100, mm: square_depth(true) };
+        let gt = serde_json::json!([{"cam_R_m2c": [1, 0, 0, 0, 1, 0, 0, 0, 1], "cam_t_m2c": [0, 0, SQ_GT_Z], "obj_id": 1}]);
+        let cam = serde_json::json!({"cam_K": SQ_CAM.k(), "depth_scale": 0.5});
+        for im in [1u32, 2] {
+            crate::io::image::write_depth_png(&depth, 0.5, &dataset::depth_path(&scene_dir, im)).unwrap();
+        }
+        std::fs::write(scene_dir.join("scene_gt.json"), serde_json::json!({"1": gt, "2": gt}).to_string()).unwrap();
+        std::fs::write(scene_dir.join("scene_camera.json"), serde_json::json!({"1": cam, "2": cam}).to_string()).unwrap();
+        let m = square_model();
+        crate::io::ply::write_ascii_ply(&m.mesh, &models_dir.join("obj_000001.ply")).unwrap();
+        std::fs::write(models_dir.join("models_info.json"), serde_json::json!({"1": {"diameter": m.diameter}}).to_string()).unwrap();
+        let z = SQ_GT_Z + 25.0;
+        let csv = format!("scene_id,im_id,obj_id,score,R,t,time\n1,1,1,1,1 0 0 0 1 0 0 0 1,0 0 {z},-1\n1,2,1,1,1 0 0 0 1 0 0 0 1,0 0 {z},-1\n");
+        let preds = predictions::parse_csv(&csv, "test.csv").unwrap();
+        let scene = dataset::read_scene(&scene_dir, Some(100)).unwrap();
+        assert_eq!(scene.images[&1].camera.depth_scale, 0.5);
+        let models = ModelsDir::open(&models_dir).unwrap();
+
+        let (v, ms, mp) = HALF_OCCLUDED;
+        let r = evaluate(std::slice::from_ref(&scene), &preds, &models, &[]).unwrap();
+        let s = &r.overall;
+        assert_eq!((s.targets, s.vsd_targets), (2, 2));
+        assert!((s.ar_vsd - v).abs() < 1e-12 && (s.ar - (v + ms + mp) / 3.0).abs() < 1e-12, "{s:?}");
+        assert!(!r.notes.iter().any(|n| n.contains("VSD")), "{:?}", r.notes);
+        assert!(r.table().contains("AR_VSD"));
+
+        // Image 2 loses its depth image: its target counts (AR_MSSD + AR_MSPD) / 2, AR_VSD is
+        // image 1's alone, and a note says so.
+        std::fs::remove_file(dataset::depth_path(&scene_dir, 2)).unwrap();
+        let r = evaluate(std::slice::from_ref(&scene), &preds, &models, &[]).unwrap();
+        let s = &r.overall;
+        assert_eq!((s.targets, s.vsd_targets), (2, 1));
+        assert!((s.ar_vsd - v).abs() < 1e-12 && (s.ar_mssd - ms).abs() < 1e-12, "{s:?}");
+        assert!((s.ar - ((v + ms + mp) / 3.0 + (ms + mp) / 2.0) / 2.0).abs() < 1e-12, "{}", s.ar);
+        assert!(r.notes.iter().any(|n| n.starts_with("scene 1: 1 of 2 image(s)")), "{:?}", r.notes);
     }
 }

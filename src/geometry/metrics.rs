@@ -5,8 +5,8 @@
 //! * MSSD: maximum distance between corresponding points; BOP takes the minimum over the
 //!   object's symmetries ([`mssd_sym`]; [`mssd`] is the plain maximum, for objects without).
 //! * MSPD: maximum distance between the projections, pixels ([`mspd_sym`] / [`mspd`]).
-//! * AR (BOP 2019+) = mean of AR_MSSD and AR_MSPD here; BOP also averages AR_VSD, which needs
-//!   visibility masks of the test data and is left out.
+//! * AR (BOP 2019+) = mean of AR_MSSD and AR_MSPD in [`ArScores`]; `sam6d eval`
+//!   (`crate::eval`) also averages AR_VSD, which needs the test depth images.
 //!
 //! A pose counts as correct for a threshold θ when its error e < θ (strict, as in BOP).
 use super::{Pose, Vec3};
@@ -206,7 +206,7 @@ pub fn recall(errors: impl IntoIterator<Item = f64>, threshold: f64) -> f64 {
 pub struct ArScores {
     pub ar_mssd: f64,
     pub ar_mspd: f64,
-    /// Mean of the two (VSD left out).
+    /// Mean of the two (VSD needs depth images: see `crate::eval`).
     pub ar: f64,
 }
 
