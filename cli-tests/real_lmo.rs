@@ -4,8 +4,8 @@
 //! `scripts/fetch_lmo.py` (run by `scripts/setup.sh`) into `data/lmo`; without it the test says
 //! so and is skipped.
 //!
-//! Thresholds come from measured results (2-core CPU, default parameters): AR 0.606 over the eight
-//! objects, the can, cat, driller, duck and hole puncher found (AR_MSSD ≥ 0.9), the ape (21 %
+//! Thresholds come from measured results (2-core CPU, default parameters): AR 0.578 over the eight
+//! objects (AR_VSD 0.521, AR_MSSD 0.600, AR_MSPD 0.613), the can, cat, driller, duck and hole puncher found (AR_MSSD ≥ 0.9), the ape (21 %
 //! visible), eggbox (51 %) and glue missed. A change that loses one of the found objects, or the
 //! overall AR by more than half an object's share, fails.
 use super::{s, sam6d, stderr};
@@ -14,7 +14,7 @@ use std::path::Path;
 
 const OBJECTS: [u32; 8] = [1, 5, 6, 8, 9, 10, 11, 12];
 const FOUND: [u32; 5] = [5, 6, 8, 9, 12];
-const MIN_AR: f64 = 0.55;
+const MIN_AR: f64 = 0.52;
 
 #[test]
 fn geometric_pipeline_on_a_real_lmo_frame() {
@@ -47,7 +47,7 @@ fn geometric_pipeline_on_a_real_lmo_frame() {
     println!("{}", String::from_utf8_lossy(&o.stdout));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ar = report["overall"]["ar"].as_f64().unwrap();
-    assert!(ar >= MIN_AR, "AR {ar:.3} < {MIN_AR} (measured 0.606)");
+    assert!(ar >= MIN_AR, "AR {ar:.3} < {MIN_AR} (measured 0.578)");
     for obj in FOUND {
         let o = report["objects"].as_array().unwrap().iter().find(|o| o["obj_id"] == obj).unwrap_or_else(|| panic!("object {obj} not in the report"));
         let ar_mssd = o["ar_mssd"].as_f64().unwrap();
