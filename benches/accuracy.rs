@@ -181,18 +181,19 @@ fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<12} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9}",
-        "object", "obj_id", "inst", "est", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "failed", "mean ms", "median ms"
+        "{:<12} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>9} {:>9}",
+        "object", "obj_id", "inst", "est", "ADD-0.1d", "AR_VSD", "AR_MSSD", "AR_MSPD", "AR", "failed", "mean ms", "median ms"
     );
     let row = |name: &str, id: &str, s: &eval::Scores, calls: &[&Call]| {
         let ms: Vec<f64> = calls.iter().map(|c| c.ms).collect();
         println!(
-            "{:<12} {:>6} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>6} {:>9.1} {:>9.1}",
+            "{:<12} {:>6} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>6.3} {:>6} {:>9.1} {:>9.1}",
             name,
             id,
             s.targets,
             s.estimates,
             s.add_recall,
+            s.ar_vsd,
             s.ar_mssd,
             s.ar_mspd,
             s.ar,

@@ -8,7 +8,7 @@ use crate::common::string_arg;
 use sam6d::eval::{self, dataset, predictions, visibility};
 use sam6d::geometry::metrics::PoseErrors;
 use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
-use sam6d::io::{self, Camera};
+use sam6d::io;
 use sam6d::pipeline::geometric::Params;
 use sam6d::pipeline::{Estimate, Frame, ObjectModel, Pipeline};
 use sam6d::synth::eval::{mean, median, StageTimes};
@@ -35,18 +35,19 @@ fn image_path(dir: &Path, sub: &str, im_id: u32, exts: &[&str]) -> Result<PathBu
     bail!("{}: no {sub} image for image {im_id}", dir.display())
 }
 
-/// Writes `scene_gt_info.json` (visib_fract only) from the real depth, BOP's rule.
-fn write_gt_info(scene: &dataset::Scene, meshes: &BTreeMap<u32, sam6d::geometry::Mesh>, cams: &str) -> Result<()> {
+/// Writes `scene_gt_info.json` (visib_fract only) from the real depth, BOP's rule. Instances of
+/// objects without a model count as fully visible.
+fn write_gt_info(scene: &dataset::Scene, models: &BTreeMap<u32, ObjectModel>) -> Result<()> {
     let mut out = serde_json::Map::new();
     for (&im_id, im) in &scene.images {
-        let cam = Camera::from_json_str(cams, Some(&im_id.to_string()), "scene_camera.json")?;
-        let depth = io::image::read_depth(&image_path(&scene.dir, "depth", im_id, &["png"])?, cam.depth_scale)?;
+        let cam = &im.camera;
+        let depth = io::image::read_depth(&dataset::depth_path(&scene.dir, im_id), cam.depth_scale)?;
         let list: Vec<serde_json::Value> = im
             .gt
             .iter()
             .map(|g| {
-                let f = meshes.get(&g.obj_id).map_or(1.0, |m| {
-                    visibility::visib_fract(m, &g.pose, &cam, &depth.mm, depth.width, depth.height, visibility::GT_INFO_DELTA_MM)
+                let f = models.get(&g.obj_id).map_or(1.0, |m| {
+                    visibility::visib_fract(&m.mesh, &g.pose, cam, &depth.mm, depth.width, depth.height, visibility::GT_INFO_DELTA_MM)
                 });
                 serde_json::json!({ "visib_fract": f })
             })
@@ -74,46 +75,34 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
     }
 
     // Models: every object with ground truth (and a model), built once.
-    let mut meshes = BTreeMap::new();
+    let scenes: Vec<dataset::Scene> = scene_dirs.iter().map(|d| dataset::read_scene(d, None)).collect::<Result<_>>()?;
     let mut models = BTreeMap::new();
-    let mut scenes = Vec::new();
-    for dir in &scene_dirs {
-        let scene = dataset::read_scene(dir, None)?;
-        for im in scene.images.values() {
-            for g in &im.gt {
-                if (only.is_empty() || only.contains(&g.obj_id)) && models_eval.has(g.obj_id) && !meshes.contains_key(&g.obj_id) {
-                    meshes.insert(g.obj_id, io::ply::read_ply(&models_eval.ply_path(g.obj_id))?);
-                }
-            }
+    for g in scenes.iter().flat_map(|s| s.images.values()).flat_map(|im| &im.gt) {
+        if (only.is_empty() || only.contains(&g.obj_id)) && models_eval.has(g.obj_id) && !models.contains_key(&g.obj_id) {
+            let t0 = Instant::now();
+            let mesh = io::ply::read_ply(&models_eval.ply_path(g.obj_id))?;
+            let model = ObjectModel::from_mesh_with(&format!("obj_{:06}", g.obj_id), mesh, params.clone())?;
+            println!("model obj_{:06}: diameter {:.1} mm, built in {:.0} ms", g.obj_id, model.diameter, t0.elapsed().as_secs_f64() * 1e3);
+            models.insert(g.obj_id, model);
         }
-        scenes.push(scene);
     }
-    for (&id, mesh) in &meshes {
-        let t0 = Instant::now();
-        let model = ObjectModel::from_mesh_with(&format!("obj_{id:06}"), mesh.clone(), params.clone())?;
-        println!("model obj_{id:06}: diameter {:.1} mm, built in {:.0} ms", model.diameter, t0.elapsed().as_secs_f64() * 1e3);
-        models.insert(id, model);
-    }
+    let mut scenes = scenes;
     for scene in scenes.iter_mut() {
         if !scene.has_gt_info {
-            let cams = std::fs::read_to_string(scene.dir.join("scene_camera.json"))?;
-            write_gt_info(scene, &meshes, &cams)?;
+            write_gt_info(scene, &models)?;
             *scene = dataset::read_scene(&scene.dir, None)?;
         }
     }
 
     let mut calls = Vec::new();
     let mut stages = StageTimes::default();
-    let mut frames = BTreeMap::new();
     for scene in &scenes {
-        let cams = std::fs::read_to_string(scene.dir.join("scene_camera.json"))?;
         for (&im_id, im) in &scene.images {
-            let cam = Camera::from_json_str(&cams, Some(&im_id.to_string()), "scene_camera.json")?;
+            // read_scene's camera carries the image's depth_scale.
             let rgb = io::image::read_rgb(&image_path(&scene.dir, "rgb", im_id, &["png", "jpg"])?)?;
-            let depth = io::image::read_depth(&image_path(&scene.dir, "depth", im_id, &["png"])?, cam.depth_scale)?;
-            let frame = Frame::new(rgb, depth, cam)?;
+            let depth = io::image::read_depth(&dataset::depth_path(&scene.dir, im_id), im.camera.depth_scale)?;
+            let frame = Frame::new(rgb, depth, im.camera)?;
             let mut objs: Vec<u32> = im.gt.iter().map(|g| g.obj_id).filter(|o| models.contains_key(o)).collect();
-            objs.dedup();
             objs.sort();
             objs.dedup();
             for obj_id in objs {
@@ -127,7 +116,6 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
                 }
                 calls.push(Call { scene_id: scene.scene_id, im_id, obj_id, ms, result: result.map_err(|e| format!("{e:#}")) });
             }
-            frames.insert((scene.scene_id, im_id), frame);
         }
     }
 
@@ -179,15 +167,15 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
     }
 
     println!();
-    println!("{:<12} {:>5} {:>5} {:>9} {:>8} {:>8} {:>6} {:>9}", "object", "inst", "est", "ADD-0.1d", "AR_MSSD", "AR_MSPD", "AR", "mean ms");
+    println!("{:<12} {:>5} {:>5} {:>9} {:>8} {:>8} {:>8} {:>6} {:>9}", "object", "inst", "est", "ADD-0.1d", "AR_VSD", "AR_MSSD", "AR_MSPD", "AR", "mean ms");
     for o in &report.objects {
         let ms: Vec<f64> = calls.iter().filter(|c| c.obj_id == o.obj_id).map(|c| c.ms).collect();
         let s = &o.scores;
-        println!("obj_{:06}   {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", o.obj_id, s.targets, s.estimates, s.add_recall, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
+        println!("obj_{:06}   {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", o.obj_id, s.targets, s.estimates, s.add_recall, s.ar_vsd, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
     }
     let ms: Vec<f64> = calls.iter().map(|c| c.ms).collect();
     let s = &report.overall;
-    println!("{:<12} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", "overall", s.targets, s.estimates, s.add_recall, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
+    println!("{:<12} {:>5} {:>5} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>6.3} {:>9.1}", "overall", s.targets, s.estimates, s.add_recall, s.ar_vsd, s.ar_mssd, s.ar_mspd, s.ar, mean(&ms));
     println!("calls {}, median {:.1} ms per object, {} failed", calls.len(), median(&ms), calls.iter().filter(|c| c.result.is_err()).count());
     println!();
     println!("{:<24} {:>9} {:>9} {:>6}", "stage", "mean ms", "median ms", "calls");
