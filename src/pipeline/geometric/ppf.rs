@@ -124,11 +124,10 @@ fn build_cos_lut() -> Vec<(u16, f32)> {
         .collect()
 }
 
-/// The accumulator (model point × α bin; left zeroed after each vote), the cells it touched,
-/// and the neighbour list: reused across references to avoid allocating in the hot loop.
+/// The accumulator (model point × α bin; left zeroed after each vote) and the neighbour list:
+/// reused across references to avoid allocating in the hot loop.
 pub struct VoteScratch {
     acc: Vec<u16>,
-    touched: Vec<u32>,
     neighbours: Vec<u32>,
 }
 
@@ -264,13 +263,13 @@ impl PpfModel {
 
     /// Scratch space for [`PpfModel::vote`], one per thread.
     pub fn scratch(&self) -> VoteScratch {
-        VoteScratch { acc: vec![0; self.len() * ALPHA_BINS], touched: Vec::new(), neighbours: Vec::new() }
+        VoteScratch { acc: vec![0; self.len() * ALPHA_BINS], neighbours: Vec::new() }
     }
 
     /// Votes for one scene reference point against its neighbours; returns the best `peaks`
     /// poses. `grid` indexes `scene.points` with cells of about `max_dist`.
     pub fn vote(&self, scene: &Cloud, grid: &Grid, r: usize, scratch: &mut VoteScratch, peaks: usize) -> Vec<Hypothesis> {
-        let VoteScratch { acc, touched, neighbours } = scratch;
+        let VoteScratch { acc, neighbours } = scratch;
         let (sp, sn) = (&scene.points[r], &scene.normals[r]);
         let frame = RefFrame::new(sp, sn);
         grid.within(&scene.points, sp, self.max_dist, neighbours);
@@ -319,28 +318,15 @@ impl PpfModel {
                     if th >= ALPHA_UNITS {
                         th -= ALPHA_UNITS;
                     }
+                    // No bookkeeping of touched cells: a branch here costs more than
+                    // scanning the whole accumulator once per reference.
                     let cell = (e.0 >> 8) as usize + th as usize / ALPHA_SUB;
-                    if acc[cell] == 0 {
-                        touched.push(cell as u32);
-                    }
                     acc[cell] = acc[cell].saturating_add(weight);
                 }
             }
         }
-        // Peaks: best cells, at most one per model point.
-        let mut best: Vec<(u16, u32)> = Vec::with_capacity(peaks + 1);
-        for &cell in touched.iter() {
-            let v = acc[cell as usize];
-            if best.len() < peaks || v > best[best.len() - 1].0 {
-                best.push((v, cell));
-                best.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
-                best.truncate(peaks);
-            }
-        }
-        for &cell in touched.iter() {
-            acc[cell as usize] = 0;
-        }
-        touched.clear();
+        let best = top_cells(acc, peaks);
+        acc.fill(0);
         best.into_iter()
             .map(|(v, cell)| {
                 let m = cell as usize / ALPHA_BINS;
@@ -360,9 +346,42 @@ impl PpfModel {
     }
 }
 
+/// The `k` highest non-zero cells, highest first (ties: lower index first). Blocks whose
+/// maximum (a vectorised pass) cannot enter the list are skipped without a scalar look.
+fn top_cells(acc: &[u16], k: usize) -> Vec<(u16, u32)> {
+    const BLOCK: usize = 64;
+    let mut best: Vec<(u16, u32)> = Vec::with_capacity(k + 1);
+    for (b, block) in acc.chunks(BLOCK).enumerate() {
+        let floor = if best.len() < k { 0 } else { best[k - 1].0 };
+        if block.iter().copied().max().unwrap_or(0) <= floor {
+            continue;
+        }
+        for (i, &v) in block.iter().enumerate() {
+            let floor = if best.len() < k { 0 } else { best[k - 1].0 };
+            if v > floor {
+                let at = best.iter().position(|x| x.0 < v).unwrap_or(best.len());
+                best.insert(at, (v, (b * BLOCK + i) as u32));
+                best.truncate(k);
+            }
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_cells_are_the_highest_in_order() {
+        let mut acc = vec![0u16; 1000];
+        for (i, v) in [(3, 5), (700, 9), (64, 9), (999, 7), (500, 1)] {
+            acc[i] = v;
+        }
+        assert_eq!(top_cells(&acc, 3), vec![(9, 64), (9, 700), (7, 999)]);
+        assert_eq!(top_cells(&acc, 10).len(), 5);
+        assert!(top_cells(&vec![0u16; 100], 2).is_empty());
+    }
 
     #[test]
     fn fast_atan2_is_close() {
