@@ -66,13 +66,18 @@ fn fast_atan2(y: f32, x: f32) -> f32 {
     if y < 0.0 { -r } else { r }
 }
 
-/// Quantisation of a feature component: the bin and, when the value lies within a quarter bin
-/// of an edge, the neighbouring bin on that side (Vidal's noise-tolerant voting).
+/// A quantised feature: the table key of its bins and, per component, the key offset to the
+/// neighbouring bin when the value lies within `band` of that bin edge (Vidal's noise-tolerant
+/// voting), else 0. Computed without branches: which side a value falls is a coin toss, and
+/// mispredicted branches used to cost more than the arithmetic.
 #[derive(Clone, Copy)]
-struct Quant {
-    bin: u16,
-    alt: Option<u16>,
+struct Feature {
+    key: usize,
+    spread: [isize; 4],
 }
+
+/// Key strides of the four components (distance, then the three angles).
+const STRIDES: [isize; 4] = [(ANGLE_BINS * ANGLE_BINS * ANGLE_BINS) as isize, (ANGLE_BINS * ANGLE_BINS) as isize, ANGLE_BINS as isize, 1];
 
 pub struct PpfModel {
     pub cloud: Cloud,
@@ -83,26 +88,34 @@ pub struct PpfModel {
     /// CSR table: pairs with feature key k are `entries[offsets[k]..offsets[k+1]]`.
     offsets: Vec<u32>,
     entries: Vec<Entry>,
-    /// cos → angle bin (and fractional position), avoiding acos in the hot loop.
-    cos_lut: Vec<(u16, f32)>,
+    /// cos → (angle bin, −1/0/+1 towards the neighbouring bin that also votes), avoiding acos
+    /// in the hot loop.
+    cos_lut: Vec<(u16, i8)>,
     bucket_cap: usize,
     /// Fraction of a bin at each edge within which the neighbouring bin also votes.
     band: f32,
 }
 
-/// One model pair in the table, packed into 32 bits for cache: the accumulator row of its
-/// reference point (model_ref × ALPHA_BINS) in the high 24 bits, its angle α in
-/// 1/ALPHA_SUB-bin units in the low 8 (1.5° resolution, finer than the 12° bins voted into).
+/// One model pair in the table, packed into 32 bits for cache, pre-arranged so that its vote
+/// costs one add and one shift: ALPHA_SUB × (the first cell of its reference point's row in
+/// the voting accumulator) + ALPHA_UNITS − its angle α in 1/ALPHA_SUB-bin units (1.5°, finer
+/// than the 12° bins voted into). The voting accumulator has two turns of α bins per row, so
+/// (entry + α_scene units) >> log2(ALPHA_SUB) is the cell of α_scene − α_model without a wrap-around test;
+/// the turns are summed before the peaks are read.
 #[derive(Clone, Copy, Default)]
 struct Entry(u32);
 
 /// Sub-steps of an α bin used for the stored angles.
 const ALPHA_SUB: usize = 8;
+/// log2(ALPHA_SUB): votes divide by shifting.
+const ALPHA_SHIFT: u32 = ALPHA_SUB.trailing_zeros();
 const ALPHA_UNITS: u32 = (ALPHA_BINS * ALPHA_SUB) as u32;
+/// Cells per model point in the voting accumulator: two turns of α bins (see [`Entry`]).
+const VOTE_ROW: usize = 2 * ALPHA_BINS;
 
 impl Entry {
     fn new(model_ref: usize, alpha: f32) -> Entry {
-        Entry(((model_ref * ALPHA_BINS) as u32) << 8 | alpha_units(alpha))
+        Entry((ALPHA_SUB * model_ref * VOTE_ROW) as u32 + ALPHA_UNITS - alpha_units(alpha))
     }
 }
 
@@ -113,21 +126,29 @@ fn alpha_units(alpha: f32) -> u32 {
     (a as u32).min(ALPHA_UNITS - 1)
 }
 
-fn build_cos_lut() -> Vec<(u16, f32)> {
+fn build_cos_lut(band: f32) -> Vec<(u16, i8)> {
     (0..=COS_LUT)
         .map(|i| {
             let c = -1.0 + 2.0 * i as f32 / COS_LUT as f32;
             let a = c.clamp(-1.0, 1.0).acos() / PI * ANGLE_BINS as f32;
             let bin = (a as usize).min(ANGLE_BINS - 1);
-            (bin as u16, a - bin as f32)
+            (bin as u16, spread_step(a - bin as f32, band, bin, ANGLE_BINS))
         })
         .collect()
+}
+
+/// −1, 0 or +1: the neighbouring bin that also votes for a value at `frac` of bin `bin` of
+/// `bins`.
+#[inline]
+fn spread_step(frac: f32, band: f32, bin: usize, bins: usize) -> i8 {
+    (frac > 1.0 - band && bin + 1 < bins) as i8 - (frac < band && bin > 0) as i8
 }
 
 /// The accumulator (model point × α bin; left zeroed after each vote) and the neighbour list:
 /// reused across references to avoid allocating in the hot loop.
 pub struct VoteScratch {
     acc: Vec<u16>,
+    folded: Vec<u16>,
     neighbours: Vec<u32>,
 }
 
@@ -153,7 +174,7 @@ impl PpfModel {
             dist_bins,
             offsets: Vec::new(),
             entries: Vec::new(),
-            cos_lut: build_cos_lut(),
+            cos_lut: build_cos_lut(band),
             bucket_cap: usize::MAX,
             band,
         };
@@ -166,9 +187,8 @@ impl PpfModel {
                 if i == j {
                     continue;
                 }
-                if let Some(q) = model.quantise(j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
-                    let key = model.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
-                    keyed.push((key as u32, Entry::new(i, model.frames[i].alpha(&model.cloud.points[j]))));
+                if let Some(f) = model.quantise(j, &model.cloud.points, &model.cloud.normals, &model.cloud.points[i], &model.cloud.normals[i]) {
+                    keyed.push((f.key as u32, Entry::new(i, model.frames[i].alpha(&model.cloud.points[j]))));
                 }
             }
         }
@@ -216,28 +236,17 @@ impl PpfModel {
         self.cloud.is_empty()
     }
 
+    /// Angle bin of a cosine and the step to its spread bin.
     #[inline]
-    fn key(&self, d: u16, a1: u16, a2: u16, a3: u16) -> usize {
-        ((d as usize * ANGLE_BINS + a1 as usize) * ANGLE_BINS + a2 as usize) * ANGLE_BINS + a3 as usize
-    }
-
-    #[inline]
-    fn angle(&self, cos: f32) -> Quant {
+    fn angle(&self, cos: f32) -> (usize, isize) {
         let idx = ((cos.clamp(-1.0, 1.0) + 1.0) * 0.5 * COS_LUT as f32 + 0.5) as usize;
-        let (bin, frac) = self.cos_lut[idx];
-        let alt = if frac < self.band && bin > 0 {
-            Some(bin - 1)
-        } else if frac > 1.0 - self.band && (bin as usize) < ANGLE_BINS - 1 {
-            Some(bin + 1)
-        } else {
-            None
-        };
-        Quant { bin, alt }
+        let (bin, step) = self.cos_lut[idx.min(COS_LUT)];
+        (bin as usize, step as isize)
     }
 
     /// Quantised feature of the pair (reference p1/n1, point j of pts/nrm).
     #[inline]
-    fn quantise(&self, j: usize, pts: &[Vec3], nrm: &[Vec3], p1: &Vec3, n1: &Vec3) -> Option<[Quant; 4]> {
+    fn quantise(&self, j: usize, pts: &[Vec3], nrm: &[Vec3], p1: &Vec3, n1: &Vec3) -> Option<Feature> {
         let d = pts[j] - p1;
         let dist = d.norm();
         if dist < 1e-6 || dist > self.max_dist {
@@ -250,53 +259,52 @@ impl PpfModel {
         if dbin >= self.dist_bins {
             return None;
         }
-        let frac = df - dbin as f32;
-        let dalt = if frac < self.band && dbin > 0 {
-            Some(dbin as u16 - 1)
-        } else if frac > 1.0 - self.band && dbin + 1 < self.dist_bins {
-            Some(dbin as u16 + 1)
-        } else {
-            None
-        };
-        Some([Quant { bin: dbin as u16, alt: dalt }, self.angle(n1.dot(&dn)), self.angle(n2.dot(&dn)), self.angle(n1.dot(n2))])
+        let ds = spread_step(df - dbin as f32, self.band, dbin, self.dist_bins) as isize;
+        let (a1, s1) = self.angle(n1.dot(&dn));
+        let (a2, s2) = self.angle(n2.dot(&dn));
+        let (a3, s3) = self.angle(n1.dot(n2));
+        let key = ((dbin * ANGLE_BINS + a1) * ANGLE_BINS + a2) * ANGLE_BINS + a3;
+        Some(Feature { key, spread: [ds * STRIDES[0], s1 * STRIDES[1], s2 * STRIDES[2], s3 * STRIDES[3]] })
     }
 
     /// Scratch space for [`PpfModel::vote`], one per thread.
     pub fn scratch(&self) -> VoteScratch {
-        VoteScratch { acc: vec![0; self.len() * ALPHA_BINS], neighbours: Vec::new() }
+        VoteScratch { acc: vec![0; self.len() * VOTE_ROW], folded: vec![0; self.len() * ALPHA_BINS], neighbours: Vec::new() }
     }
 
     /// Votes for one scene reference point against its neighbours; returns the best `peaks`
     /// poses. `grid` indexes `scene.points` with cells of about `max_dist`.
     pub fn vote(&self, scene: &Cloud, grid: &Grid, r: usize, scratch: &mut VoteScratch, peaks: usize) -> Vec<Hypothesis> {
-        let VoteScratch { acc, neighbours } = scratch;
+        let VoteScratch { acc, folded, neighbours } = scratch;
+        // cast_votes indexes without bounds checks: the accumulator must be this model's.
+        assert_eq!(acc.len(), self.len() * VOTE_ROW, "scratch of another model");
         let (sp, sn) = (&scene.points[r], &scene.normals[r]);
         let frame = RefFrame::new(sp, sn);
         grid.within(&scene.points, sp, self.max_dist, neighbours);
         let alpha_scale = ALPHA_BINS as f32 / (2.0 * PI);
-        let mut keys: [usize; 16] = [0; 16];
+        let mut keys: [isize; 16] = [0; 16];
         for &j in neighbours.iter() {
             let j = j as usize;
             if j == r {
                 continue;
             }
-            let Some(q) = self.quantise(j, &scene.points, &scene.normals, sp, sn) else { continue };
-            // Scene angle in the same units, offset so that (α_s − α_m) stays non-negative.
-            let alpha_s = alpha_units(frame.alpha(&scene.points[j])) + ALPHA_UNITS;
-            // All combinations of bin/alternative per component (1 to 16 keys).
-            let mut nk = 1;
-            keys[0] = self.key(q[0].bin, q[1].bin, q[2].bin, q[3].bin);
-            let strides = [ANGLE_BINS * ANGLE_BINS * ANGLE_BINS, ANGLE_BINS * ANGLE_BINS, ANGLE_BINS, 1];
-            for c in 0..4 {
-                if let Some(alt) = q[c].alt {
-                    let delta = (alt as isize - q[c].bin as isize) * strides[c] as isize;
-                    for k in 0..nk {
-                        keys[nk + k] = (keys[k] as isize + delta) as usize;
-                    }
-                    nk *= 2;
+            let Some(f) = self.quantise(j, &scene.points, &scene.normals, sp, sn) else { continue };
+            // Scene angle in the units of the entries.
+            let alpha_s = alpha_units(frame.alpha(&scene.points[j]));
+            // All combinations of bin/neighbour per component (1 to 16 keys), built without
+            // branches: the offset of every subset of components, then the distinct ones.
+            keys[0] = f.key as isize;
+            for (c, &delta) in f.spread.iter().enumerate() {
+                let half = 1 << c;
+                for k in 0..half {
+                    keys[half + k] = keys[k] + delta;
                 }
             }
-            for &key in &keys[..nk] {
+            let spread_mask = f.spread.iter().enumerate().fold(0usize, |m, (c, &d)| m | ((d != 0) as usize) << c);
+            // Subsets of the spread components, enumerated as (sub − mask) & mask.
+            let mut sub = 0usize;
+            loop {
+                let key = keys[sub] as usize;
                 let (a, b) = (self.offsets[key] as usize, self.offsets[key + 1] as usize);
                 // Common features (flat patches) fill huge buckets: visit a window of
                 // `bucket_cap` entries and weigh each vote by size/cap, an unbiased estimate
@@ -312,21 +320,23 @@ impl PpfModel {
                     let weight = ((n + self.bucket_cap / 2) / self.bucket_cap).min(u16::MAX as usize) as u16;
                     if end <= b { (start..end, b..b, weight) } else { (start..b, a..a + (end - b), weight) }
                 };
-                for e in self.entries[first].iter().chain(&self.entries[second]) {
-                    // Rotation about x taking the model point's angle to the scene point's.
-                    let mut th = alpha_s - (e.0 & 0xFF);
-                    if th >= ALPHA_UNITS {
-                        th -= ALPHA_UNITS;
-                    }
-                    // No bookkeeping of touched cells: a branch here costs more than
-                    // scanning the whole accumulator once per reference.
-                    let cell = (e.0 >> 8) as usize + th as usize / ALPHA_SUB;
-                    acc[cell] = acc[cell].saturating_add(weight);
+                // Two plain loops: a chained iterator re-tests which half it is in per entry.
+                cast_votes(acc, &self.entries[first], alpha_s, weight);
+                cast_votes(acc, &self.entries[second], alpha_s, weight);
+                sub = sub.wrapping_sub(spread_mask) & spread_mask;
+                if sub == 0 {
+                    break;
                 }
             }
         }
-        let best = top_cells(acc, peaks);
+        // Sum the two turns of each row: cell (m, b) of the folded accumulator is rotation b.
+        for (row, out) in acc.chunks_exact(VOTE_ROW).zip(folded.chunks_exact_mut(ALPHA_BINS)) {
+            for ((o, &a), &b) in out.iter_mut().zip(&row[..ALPHA_BINS]).zip(&row[ALPHA_BINS..]) {
+                *o = a.saturating_add(b);
+            }
+        }
         acc.fill(0);
+        let best = top_cells(folded, peaks);
         best.into_iter()
             .map(|(v, cell)| {
                 let m = cell as usize / ALPHA_BINS;
@@ -343,6 +353,23 @@ impl PpfModel {
         let r: Matrix3<f32> = scene_frame.rot.transpose() * rx * mf.rot;
         let t: Vector3<f32> = scene_frame.origin - r * mf.origin;
         Pose::new(r.cast::<f64>(), t.cast::<f64>()).orthonormalized()
+    }
+}
+
+/// Adds `weight` to the accumulator cell of each model pair: its reference point's row, at the
+/// rotation about x taking the pair's angle to the scene pair's (`alpha_s`, in [0,
+/// ALPHA_UNITS)). This loop is most of the pipeline's time, hence the pre-arranged entries and
+/// no bookkeeping of touched cells: a branch here costs more than scanning the whole
+/// accumulator once per reference.
+#[inline(always)]
+fn cast_votes(acc: &mut [u16], entries: &[Entry], alpha_s: u32, weight: u16) {
+    for e in entries {
+        let cell = ((e.0 + alpha_s) >> ALPHA_SHIFT) as usize;
+        debug_assert!(cell < acc.len());
+        // SAFETY: an entry is ALPHA_SUB × (m × VOTE_ROW) + (0, ALPHA_UNITS] with m < model
+        // points, and alpha_s < ALPHA_UNITS, so cell < (m + 1) × VOTE_ROW ≤ acc.len().
+        let c = unsafe { acc.get_unchecked_mut(cell) };
+        *c = c.saturating_add(weight);
     }
 }
 
