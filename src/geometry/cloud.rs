@@ -1,4 +1,5 @@
 //! Point clouds: back-projection of depth images and voxel down-sampling with normals.
+use rayon::prelude::*;
 use super::Vec3;
 use crate::io::{Camera, DepthMm};
 use std::collections::HashMap;
@@ -109,63 +110,78 @@ pub fn downsample_with_normals(points: &[Vec3], voxel: f32, min_points: usize) -
     let mut index: KeyMap<u32> = KeyMap::default();
     let mut moments: Vec<Moments> = Vec::new();
     let mut keys: Vec<u64> = Vec::new();
+    // Points of a depth image come in rows, and neighbours mostly share a voxel: remembering
+    // the last voxel skips most hash lookups.
+    let mut last: Option<(u64, u32)> = None;
     for p in points {
         let k = voxel_key(p, inv);
-        let id = *index.entry(k).or_insert_with(|| {
-            moments.push(Moments::default());
-            keys.push(k);
-            (moments.len() - 1) as u32
-        });
+        let id = match last {
+            Some((lk, id)) if lk == k => id,
+            _ => *index.entry(k).or_insert_with(|| {
+                moments.push(Moments::default());
+                keys.push(k);
+                (moments.len() - 1) as u32
+            }),
+        };
+        last = Some((k, id));
         moments[id as usize].add(p);
     }
     let centroids: Vec<Vec3> = moments.iter().map(Moments::centroid).collect();
-    let mut cloud = Cloud::default();
-    let mut variation = Vec::new();
     const M: u64 = (1 << 21) - 1;
-    for (i, m) in moments.iter().enumerate() {
-        if (m.n as usize) < min_points {
-            continue;
-        }
-        let c = centroids[i];
-        // Covariance about c over the 27-neighbourhood, from each voxel's moments.
-        let mut cov = nalgebra::Matrix3::<f64>::zeros();
-        let mut total = 0.0f64;
-        let k = keys[i];
-        let (kx, ky, kz) = ((k & M) as i64, ((k >> 21) & M) as i64, ((k >> 42) & M) as i64);
-        for dz in -1..=1i64 {
-            for dy in -1..=1i64 {
-                for dx in -1..=1i64 {
-                    let nk = ((kx + dx) as u64 & M) | (((ky + dy) as u64 & M) << 21) | (((kz + dz) as u64 & M) << 42);
-                    let Some(&j) = index.get(&nk) else { continue };
-                    let o = &moments[j as usize];
-                    // Σ (p - c)(p - c)ᵀ = Σ (d + a - c)(d + a - c)ᵀ with d = p - anchor.
-                    let e = Vec3::new(o.anchor[0] - c.x, o.anchor[1] - c.y, o.anchor[2] - c.z).cast::<f64>();
-                    let s = nalgebra::Vector3::new(o.s[0], o.s[1], o.s[2]).cast::<f64>();
-                    let ss = o.ss.map(|v| v as f64);
-                    let sm = nalgebra::Matrix3::new(ss[0], ss[1], ss[2], ss[1], ss[3], ss[4], ss[2], ss[4], ss[5]);
-                    cov += sm + s * e.transpose() + e * s.transpose() + e * e.transpose() * o.n as f64;
-                    total += o.n as f64;
+    // One PCA per voxel, independent of the others: in parallel, results kept in voxel order.
+    let oriented: Vec<Option<(Vec3, Vec3, f32)>> = (0..moments.len())
+        .into_par_iter()
+        .map(|i| {
+            let m = &moments[i];
+            if (m.n as usize) < min_points {
+                return None;
+            }
+            let c = centroids[i];
+            // Covariance about c over the 27-neighbourhood, from each voxel's moments.
+            let mut cov = nalgebra::Matrix3::<f64>::zeros();
+            let mut total = 0.0f64;
+            let k = keys[i];
+            let (kx, ky, kz) = ((k & M) as i64, ((k >> 21) & M) as i64, ((k >> 42) & M) as i64);
+            for dz in -1..=1i64 {
+                for dy in -1..=1i64 {
+                    for dx in -1..=1i64 {
+                        let nk = ((kx + dx) as u64 & M) | (((ky + dy) as u64 & M) << 21) | (((kz + dz) as u64 & M) << 42);
+                        let Some(&j) = index.get(&nk) else { continue };
+                        let o = &moments[j as usize];
+                        // Σ (p - c)(p - c)ᵀ = Σ (d + a - c)(d + a - c)ᵀ with d = p - anchor.
+                        let e = Vec3::new(o.anchor[0] - c.x, o.anchor[1] - c.y, o.anchor[2] - c.z).cast::<f64>();
+                        let s = nalgebra::Vector3::new(o.s[0], o.s[1], o.s[2]).cast::<f64>();
+                        let ss = o.ss.map(|v| v as f64);
+                        let sm = nalgebra::Matrix3::new(ss[0], ss[1], ss[2], ss[1], ss[3], ss[4], ss[2], ss[4], ss[5]);
+                        cov += sm + s * e.transpose() + e * s.transpose() + e * e.transpose() * o.n as f64;
+                        total += o.n as f64;
+                    }
                 }
             }
-        }
-        if total < 3.0 {
-            continue;
-        }
-        let eig = nalgebra::SymmetricEigen::new(cov / total);
-        let (mut imin, mut sum) = (0, 0.0);
-        for j in 0..3 {
-            sum += eig.eigenvalues[j].max(0.0);
-            if eig.eigenvalues[j] < eig.eigenvalues[imin] {
-                imin = j;
+            if total < 3.0 {
+                return None;
             }
-        }
-        let mut n: Vec3 = eig.eigenvectors.column(imin).into_owned().cast::<f32>();
-        if n.dot(&c) > 0.0 {
-            n = -n;
-        }
+            let eig = nalgebra::SymmetricEigen::new(cov / total);
+            let (mut imin, mut sum) = (0, 0.0);
+            for j in 0..3 {
+                sum += eig.eigenvalues[j].max(0.0);
+                if eig.eigenvalues[j] < eig.eigenvalues[imin] {
+                    imin = j;
+                }
+            }
+            let mut n: Vec3 = eig.eigenvectors.column(imin).into_owned().cast::<f32>();
+            if n.dot(&c) > 0.0 {
+                n = -n;
+            }
+            Some((c, n, if sum > 0.0 { (eig.eigenvalues[imin].max(0.0) / sum) as f32 } else { 0.0 }))
+        })
+        .collect();
+    let mut cloud = Cloud::default();
+    let mut variation = Vec::new();
+    for (c, n, var) in oriented.into_iter().flatten() {
         cloud.points.push(c);
         cloud.normals.push(n);
-        variation.push(if sum > 0.0 { (eig.eigenvalues[imin].max(0.0) / sum) as f32 } else { 0.0 });
+        variation.push(var);
     }
     (cloud, variation)
 }
