@@ -147,8 +147,8 @@ fn spread_step(frac: f32, band: f32, bin: usize, bins: usize) -> i8 {
 /// The accumulator (model point × α bin; left zeroed after each vote) and the neighbour list:
 /// reused across references to avoid allocating in the hot loop.
 pub struct VoteScratch {
-    acc: Vec<u16>,
-    folded: Vec<u16>,
+    acc: Vec<u32>,
+    folded: Vec<u32>,
     neighbours: Vec<u32>,
 }
 
@@ -313,11 +313,11 @@ impl PpfModel {
                 // that varies with the partner, so every entry gets its turn.
                 let n = b - a;
                 let (first, second, weight) = if n <= self.bucket_cap {
-                    (a..b, b..b, 1)
+                    (a..b, b..b, 1u32)
                 } else {
                     let start = a + (j.wrapping_mul(2_654_435_761) >> 7) % n;
                     let end = start + self.bucket_cap;
-                    let weight = ((n + self.bucket_cap / 2) / self.bucket_cap).min(u16::MAX as usize) as u16;
+                    let weight = ((n + self.bucket_cap / 2) / self.bucket_cap) as u32;
                     if end <= b { (start..end, b..b, weight) } else { (start..b, a..a + (end - b), weight) }
                 };
                 // Two plain loops: a chained iterator re-tests which half it is in per entry.
@@ -330,12 +330,13 @@ impl PpfModel {
             }
         }
         // Sum the two turns of each row: cell (m, b) of the folded accumulator is rotation b.
-        for (row, out) in acc.chunks_exact(VOTE_ROW).zip(folded.chunks_exact_mut(ALPHA_BINS)) {
-            for ((o, &a), &b) in out.iter_mut().zip(&row[..ALPHA_BINS]).zip(&row[ALPHA_BINS..]) {
-                *o = a.saturating_add(b);
+        // The accumulator is zeroed in the same pass, ready for the next reference.
+        for (row, out) in acc.chunks_exact_mut(VOTE_ROW).zip(folded.chunks_exact_mut(ALPHA_BINS)) {
+            let (first, second) = row.split_at_mut(ALPHA_BINS);
+            for ((o, a), b) in out.iter_mut().zip(first).zip(second) {
+                *o = std::mem::take(a) + std::mem::take(b);
             }
         }
-        acc.fill(0);
         let best = top_cells(folded, peaks);
         best.into_iter()
             .map(|(v, cell)| {
@@ -359,25 +360,26 @@ impl PpfModel {
 /// Adds `weight` to the accumulator cell of each model pair: its reference point's row, at the
 /// rotation about x taking the pair's angle to the scene pair's (`alpha_s`, in [0,
 /// ALPHA_UNITS)). This loop is most of the pipeline's time, hence the pre-arranged entries and
-/// no bookkeeping of touched cells: a branch here costs more than scanning the whole
-/// accumulator once per reference.
+/// no bookkeeping of touched cells (a branch here costs more than scanning the whole
+/// accumulator once per reference) and no saturation: a cell gains at most about (partners ×
+/// 16 keys × model points) per reference, far below u32's range.
 #[inline(always)]
-fn cast_votes(acc: &mut [u16], entries: &[Entry], alpha_s: u32, weight: u16) {
+fn cast_votes(acc: &mut [u32], entries: &[Entry], alpha_s: u32, weight: u32) {
     for e in entries {
         let cell = ((e.0 + alpha_s) >> ALPHA_SHIFT) as usize;
         debug_assert!(cell < acc.len());
         // SAFETY: an entry is ALPHA_SUB × (m × VOTE_ROW) + (0, ALPHA_UNITS] with m < model
         // points, and alpha_s < ALPHA_UNITS, so cell < (m + 1) × VOTE_ROW ≤ acc.len().
         let c = unsafe { acc.get_unchecked_mut(cell) };
-        *c = c.saturating_add(weight);
+        *c = c.wrapping_add(weight);
     }
 }
 
 /// The `k` highest non-zero cells, highest first (ties: lower index first). Blocks whose
 /// maximum (a vectorised pass) cannot enter the list are skipped without a scalar look.
-fn top_cells(acc: &[u16], k: usize) -> Vec<(u16, u32)> {
+fn top_cells(acc: &[u32], k: usize) -> Vec<(u32, u32)> {
     const BLOCK: usize = 64;
-    let mut best: Vec<(u16, u32)> = Vec::with_capacity(k + 1);
+    let mut best: Vec<(u32, u32)> = Vec::with_capacity(k + 1);
     for (b, block) in acc.chunks(BLOCK).enumerate() {
         let floor = if best.len() < k { 0 } else { best[k - 1].0 };
         if block.iter().copied().max().unwrap_or(0) <= floor {
@@ -401,13 +403,13 @@ mod tests {
 
     #[test]
     fn top_cells_are_the_highest_in_order() {
-        let mut acc = vec![0u16; 1000];
+        let mut acc = vec![0u32; 1000];
         for (i, v) in [(3, 5), (700, 9), (64, 9), (999, 7), (500, 1)] {
             acc[i] = v;
         }
         assert_eq!(top_cells(&acc, 3), vec![(9, 64), (9, 700), (7, 999)]);
         assert_eq!(top_cells(&acc, 10).len(), 5);
-        assert!(top_cells(&vec![0u16; 100], 2).is_empty());
+        assert!(top_cells(&vec![0u32; 100], 2).is_empty());
     }
 
     #[test]
