@@ -161,19 +161,13 @@ pub fn downsample_with_normals(points: &[Vec3], voxel: f32, min_points: usize) -
             if total < 3.0 {
                 return None;
             }
-            let eig = nalgebra::SymmetricEigen::new(cov / total);
-            let (mut imin, mut sum) = (0, 0.0);
-            for j in 0..3 {
-                sum += eig.eigenvalues[j].max(0.0);
-                if eig.eigenvalues[j] < eig.eigenvalues[imin] {
-                    imin = j;
-                }
-            }
-            let mut n: Vec3 = eig.eigenvectors.column(imin).into_owned().cast::<f32>();
+            let (lambda, normal) = smallest_eigen(&(cov / total));
+            let sum = cov.trace() / total;
+            let mut n: Vec3 = normal.cast::<f32>();
             if n.dot(&c) > 0.0 {
                 n = -n;
             }
-            Some((c, n, if sum > 0.0 { (eig.eigenvalues[imin].max(0.0) / sum) as f32 } else { 0.0 }))
+            Some((c, n, if sum > 0.0 { (lambda.max(0.0) / sum) as f32 } else { 0.0 }))
         })
         .collect();
     let mut cloud = Cloud::default();
@@ -184,6 +178,42 @@ pub fn downsample_with_normals(points: &[Vec3], voxel: f32, min_points: usize) -
         variation.push(var);
     }
     (cloud, variation)
+}
+
+/// The smallest eigenvalue of a symmetric 3×3 matrix and a unit eigenvector of it, in closed
+/// form (the trigonometric solution of the characteristic cubic): one per scene voxel, where an
+/// iterative solver cost most of the down-sampling time.
+fn smallest_eigen(a: &nalgebra::Matrix3<f64>) -> (f64, nalgebra::Vector3<f64>) {
+    use nalgebra::{Matrix3, Vector3};
+    let p1 = a[(0, 1)].powi(2) + a[(0, 2)].powi(2) + a[(1, 2)].powi(2);
+    let q = a.trace() / 3.0;
+    let p2 = (a[(0, 0)] - q).powi(2) + (a[(1, 1)] - q).powi(2) + (a[(2, 2)] - q).powi(2) + 2.0 * p1;
+    let p = (p2 / 6.0).sqrt();
+    if p < 1e-12 * q.abs().max(1e-30) {
+        // A multiple of the identity: every direction is an eigenvector.
+        return (q, Vector3::z());
+    }
+    let b = (a - Matrix3::identity() * q) / p;
+    let r = (b.determinant() / 2.0).clamp(-1.0, 1.0);
+    // Eigenvalues q + 2p·cos(φ + 2πk/3); the smallest is k = 1.
+    let phi = r.acos() / 3.0;
+    let lambda = q + 2.0 * p * (phi + 2.0 * std::f64::consts::PI / 3.0).cos();
+    // The eigenvector is orthogonal to the rows of A − λI: the longest cross product of two of
+    // them is the best conditioned.
+    let m = a - Matrix3::identity() * lambda;
+    let (r0, r1, r2) = (m.row(0).transpose(), m.row(1).transpose(), m.row(2).transpose());
+    let candidates = [r0.cross(&r1), r0.cross(&r2), r1.cross(&r2)];
+    let best = candidates.iter().max_by(|x, y| x.norm_squared().total_cmp(&y.norm_squared())).unwrap();
+    match best.try_normalize(1e-300) {
+        Some(v) => (lambda, v),
+        // Rank ≤ 1 after the shift (two equal smallest eigenvalues): any vector orthogonal to
+        // the remaining row is an eigenvector.
+        None => {
+            let row = [r0, r1, r2].into_iter().max_by(|x, y| x.norm_squared().total_cmp(&y.norm_squared())).unwrap();
+            let any = if row.x.abs() < 0.9 * row.norm() { Vector3::x() } else { Vector3::y() };
+            (lambda, row.cross(&any).try_normalize(1e-300).unwrap_or(Vector3::z()))
+        }
+    }
 }
 
 /// Down-samples points that already have normals (model surface samples): per voxel, points are
@@ -226,6 +256,27 @@ pub fn downsample_oriented(points: &[Vec3], normals: &[Vec3], voxel: f32, max_an
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smallest_eigen_matches_the_iterative_solver() {
+        let mut rng = crate::geometry::SplitMix64(9);
+        for i in 0..200 {
+            let m = nalgebra::Matrix3::<f64>::from_fn(|_, _| rng.next_f64() * 2.0 - 1.0);
+            // Flat, elongated and near-isotropic spreads, as voxel neighbourhoods are.
+            let scale = nalgebra::Matrix3::from_diagonal(&nalgebra::Vector3::new(1.0, [1.0, 0.05, 1.0][i % 3], [0.01, 0.01, 0.9][i % 3]));
+            let a = m * scale * m.transpose();
+            let (lambda, v) = smallest_eigen(&a);
+            let eig = nalgebra::SymmetricEigen::new(a);
+            let k = eig.eigenvalues.imin();
+            assert!((lambda - eig.eigenvalues[k]).abs() < 1e-9 * a.norm().max(1.0), "{i}: {lambda} vs {}", eig.eigenvalues[k]);
+            assert!((a * v - v * lambda).norm() < 1e-7 * a.norm().max(1.0), "{i}: not an eigenvector");
+            assert!((v.norm() - 1.0).abs() < 1e-9);
+        }
+        assert_eq!(smallest_eigen(&nalgebra::Matrix3::identity()).0, 1.0);
+        let (l, v) = smallest_eigen(&nalgebra::Matrix3::from_diagonal(&nalgebra::Vector3::new(3.0, 1.0, 1.0)));
+        // A double eigenvalue is where acos is worst conditioned: 1e-8 of the spread.
+        assert!((l - 1.0).abs() < 1e-7 && v.x.abs() < 1e-9, "{l} {v:?}");
+    }
 
     #[test]
     fn backprojects_and_fits_plane_normals() {

@@ -310,7 +310,6 @@ fn pixel_of(p: &Vec3, cam: &crate::io::Camera, w: usize, h: usize) -> Option<usi
 fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> Vec<(Pose, f32)> {
     use nalgebra::{Quaternion, UnitQuaternion, Vector3, Vector4};
     struct Cluster {
-        rep: Pose,
         rep_center: Vector3<f64>,
         rep_q: Vector4<f64>,
         votes: f32,
@@ -319,14 +318,17 @@ fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> 
         w_sum: f64,
     }
     let c = center.cast::<f64>();
+    // Rotation angle below θ ⇔ |q₁·q₂| > cos(θ/2): four products instead of a matrix product
+    // and an acos, for each of hypotheses × clusters.
+    let (cos_full, cos_half) = ((0.5 * max_rot).cos(), (0.25 * max_rot).cos());
     let mut clusters: Vec<Cluster> = Vec::new();
     for h in hyps {
         let hc = h.pose.apply(&c);
         let q = UnitQuaternion::from_matrix(&h.pose.r).into_inner().coords;
-        match clusters.iter_mut().find(|k| (k.rep_center - hc).norm() < max_trans && k.rep.rotation_angle_to(&h.pose) < max_rot) {
+        match clusters.iter_mut().find(|k| (k.rep_center - hc).norm_squared() < max_trans * max_trans && k.rep_q.dot(&q).abs() > cos_full) {
             Some(k) => {
                 k.votes += h.votes;
-                if (k.rep_center - hc).norm() < 0.5 * max_trans && k.rep.rotation_angle_to(&h.pose) < 0.5 * max_rot {
+                if (k.rep_center - hc).norm() < 0.5 * max_trans && k.rep_q.dot(&q).abs() > cos_half {
                     let w = h.votes as f64;
                     // q and −q are the same rotation: align signs before summing.
                     let q = if q.dot(&k.rep_q) < 0.0 { -q } else { q };
@@ -337,7 +339,7 @@ fn cluster(hyps: &[Hypothesis], max_rot: f64, max_trans: f64, center: &Vec3) -> 
             }
             None => {
                 let w = h.votes as f64;
-                clusters.push(Cluster { rep: h.pose, rep_center: hc, rep_q: q, votes: h.votes, q_sum: q * w, c_sum: hc * w, w_sum: w });
+                clusters.push(Cluster { rep_center: hc, rep_q: q, votes: h.votes, q_sum: q * w, c_sum: hc * w, w_sum: w });
             }
         }
     }
