@@ -75,7 +75,7 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
     }
 
     // Models: every object with ground truth (and a model), built once.
-    let scenes: Vec<dataset::Scene> = scene_dirs.iter().map(|d| dataset::read_scene(d, None)).collect::<Result<_>>()?;
+    let mut scenes: Vec<dataset::Scene> = scene_dirs.iter().map(|d| dataset::read_scene(d, None)).collect::<Result<_>>()?;
     let mut models = BTreeMap::new();
     for g in scenes.iter().flat_map(|s| s.images.values()).flat_map(|im| &im.gt) {
         if (only.is_empty() || only.contains(&g.obj_id)) && models_eval.has(g.obj_id) && !models.contains_key(&g.obj_id) {
@@ -86,7 +86,6 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
             models.insert(g.obj_id, model);
         }
     }
-    let mut scenes = scenes;
     for scene in scenes.iter_mut() {
         if !scene.has_gt_info {
             write_gt_info(scene, &models)?;

@@ -126,7 +126,6 @@ pub fn downsample_with_normals(points: &[Vec3], voxel: f32, min_points: usize) -
         last = Some((k, id));
         moments[id as usize].add(p);
     }
-    let centroids: Vec<Vec3> = moments.iter().map(Moments::centroid).collect();
     const M: u64 = (1 << 21) - 1;
     // One PCA per voxel, independent of the others: in parallel, results kept in voxel order.
     let oriented: Vec<Option<(Vec3, Vec3, f32)>> = (0..moments.len())
@@ -136,7 +135,7 @@ pub fn downsample_with_normals(points: &[Vec3], voxel: f32, min_points: usize) -
             if (m.n as usize) < min_points {
                 return None;
             }
-            let c = centroids[i];
+            let c = m.centroid();
             // Covariance about c over the 27-neighbourhood, from each voxel's moments.
             let mut cov = nalgebra::Matrix3::<f64>::zeros();
             let mut total = 0.0f64;

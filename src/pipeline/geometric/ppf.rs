@@ -100,8 +100,8 @@ pub struct PpfModel {
 /// costs one add and one shift: ALPHA_SUB × (the first cell of its reference point's row in
 /// the voting accumulator) + ALPHA_UNITS − its angle α in 1/ALPHA_SUB-bin units (1.5°, finer
 /// than the 12° bins voted into). The voting accumulator has two turns of α bins per row, so
-/// (entry + α_scene units) >> log2(ALPHA_SUB) is the cell of α_scene − α_model without a wrap-around test;
-/// the turns are summed before the peaks are read.
+/// (entry + α_scene units) >> log2(ALPHA_SUB) is the cell of α_scene − α_model without a
+/// wrap-around test; the turns are summed before the peaks are read.
 #[derive(Clone, Copy, Default)]
 struct Entry(u32);
 
@@ -144,8 +144,9 @@ fn spread_step(frac: f32, band: f32, bin: usize, bins: usize) -> i8 {
     (frac > 1.0 - band && bin + 1 < bins) as i8 - (frac < band && bin > 0) as i8
 }
 
-/// The accumulator (model point × α bin; left zeroed after each vote) and the neighbour list:
-/// reused across references to avoid allocating in the hot loop.
+/// The voting accumulator (model point × two turns of α bins, see [`Entry`]; left zeroed after
+/// each vote), its turns summed (model point × α bin) and the neighbour list: reused across
+/// references to avoid allocating in the hot loop.
 pub struct VoteScratch {
     acc: Vec<u32>,
     folded: Vec<u32>,
@@ -320,7 +321,7 @@ impl PpfModel {
                     let weight = ((n + self.bucket_cap / 2) / self.bucket_cap) as u32;
                     if end <= b { (start..end, b..b, weight) } else { (start..b, a..a + (end - b), weight) }
                 };
-                // Two plain loops: a chained iterator re-tests which half it is in per entry.
+                // The window's two parts (the second is empty unless it wraps).
                 cast_votes(acc, &self.entries[first], alpha_s, weight);
                 cast_votes(acc, &self.entries[second], alpha_s, weight);
                 sub = sub.wrapping_sub(spread_mask) & spread_mask;
