@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod balancer;
 mod batch;
 mod dinov2_parity;
 mod eval;

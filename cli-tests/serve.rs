@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `sam6d serve --port 0`; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn start(args: &[&str]) -> Server {
+    pub(crate) fn start(args: &[&str]) -> Server {
         let mut child = crate::sam6d_command()
             .args(["serve", "--port", "0"])
             .args(args)
@@ -47,17 +47,17 @@ impl Server {
         Server { child, port, log }
     }
 
-    fn port(&self) -> String {
+    pub(crate) fn port(&self) -> String {
         self.port.to_string()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Whether the log shows `needle` within `limit`: stderr is read by its own thread, so a
     /// line logged before the ready line (on stdout) may arrive a moment after it.
-    fn log_shows(&self, needle: &str, limit: Duration) -> bool {
+    pub(crate) fn log_shows(&self, needle: &str, limit: Duration) -> bool {
         let t0 = Instant::now();
         while !self.log().contains(needle) {
             if t0.elapsed() > limit {
@@ -69,7 +69,7 @@ impl Server {
     }
 
     /// Waits for the process to exit by itself.
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, limit: Duration) -> ExitStatus {
         let t0 = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -80,10 +80,18 @@ impl Server {
         }
     }
 
-    fn python(&self, command: &str, args: &[&str]) -> Value {
+    pub(crate) fn python(&self, command: &str, args: &[&str]) -> Value {
         let o = python(&[&self.port(), command], args);
         assert!(o.status.success(), "python client `{command}` failed: {}\nserver log:\n{}", stderr(&o), self.log());
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("client output is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+    }
+}
+
+impl Server {
+    /// SIGKILL: the process dies at once, with connections and requests in flight.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -94,12 +102,12 @@ impl Drop for Server {
     }
 }
 
-fn python(head: &[&str], args: &[&str]) -> Output {
+pub(crate) fn python(head: &[&str], args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cli-tests/clients/legacy_client.py");
     Command::new("python3").arg(script).args(head).args(args).output().expect("python3 must be on PATH (scripts/env.sh puts the venv's first)")
 }
 
-fn bracket() -> PathBuf {
+pub(crate) fn bracket() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/synthetic-bracket")
 }
 

@@ -23,6 +23,13 @@ if ! dpkg -s mesa-vulkan-drivers libvulkan1 xvfb xdotool >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 xvfb xdotool </dev/null
 fi
+# HAProxy: the documented load balancer in front of several `sam6d serve` (deploy/haproxy.cfg);
+# the test suite runs it on loopback ports (cli-tests/balancer.rs).
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "setup: installing haproxy (the load balancer of deploy/haproxy.cfg and its test)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends haproxy </dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     python3 -m venv .venv

@@ -178,8 +178,8 @@ def make_client(args):
 
 
 def worker(idx, args, barrier, results):
-    out = {"idx": idx, "count": 0, "errors": 0, "first_error": None, "elapsed": 0.0,
-           "latencies": b""}
+    out = {"idx": idx, "count": 0, "warmup_count": 0, "errors": 0, "first_error": None,
+           "elapsed": 0.0, "latencies": b""}
     try:
         client = make_client(args)
         perf = time.perf_counter
@@ -205,6 +205,7 @@ def worker(idx, args, barrier, results):
         end = perf() + args.warmup
         while perf() < end:
             attempt(None)
+            out["warmup_count"] += 1
         out["errors"] = 0  # warm-up errors (e.g. the very first connect) do not count
         barrier.wait(timeout=args.warmup + args.timeout + 30)
         lat = array("d")
@@ -278,6 +279,8 @@ def run(args):
         "pickle_protocol": args.pickle_protocol if args.proto == "socket" else None,
         "seconds": args.seconds,
         "requests": total,
+        # Everything the server answered, warm-up included: what its CPU time is divided by.
+        "all_requests": total + sum(o["warmup_count"] for o in outs),
         "errors": errors,
         "first_error": first_error or (fatal[0] if fatal else None),
         "fatal": fatal,

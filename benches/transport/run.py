@@ -232,6 +232,17 @@ def sanity_check(server, args):
 
 # ---------------------------------------------------------------- clients
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads, from /proc (None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name may hold spaces: fields start after its closing parenthesis.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_scenario(server, opts, args):
     argv = pin_prefix("client") + [sys.executable, os.path.join(HERE, "client.py"),
             "--host", server.host, "--port", str(server.port), "--proto", server.proto,
@@ -243,10 +254,12 @@ def run_scenario(server, opts, args):
         argv.append("--reconnect")
     timeout = args.warmup + args.seconds + 120
     # Its own process group, so that a timeout or Ctrl-C takes its worker processes down too.
+    cpu0 = cpu_seconds(server.proc.pid)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=REPO_ROOT, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
+        cpu1 = cpu_seconds(server.proc.pid)
     except BaseException as e:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -262,6 +275,10 @@ def run_scenario(server, opts, args):
     except (IndexError, json.JSONDecodeError):
         err = stderr.decode("utf-8", "replace").strip()[-800:]
         return {"error": f"client exited with {proc.returncode}: {err}"}
+    # The server's own cost per request, which the client processes sharing the CPUs do not
+    # blur the way they blur requests/s. Ticks are 10 ms: over seconds of traffic, fine.
+    if cpu0 is not None and cpu1 is not None and res.get("all_requests"):
+        res["server_cpu_ms"] = (cpu1 - cpu0) * 1e3 / res["all_requests"]
     if res.get("fatal") or res.get("requests", 0) == 0:
         res["error"] = res.get("first_error") or "no request completed"
     elif res.get("errors"):
@@ -313,6 +330,25 @@ def print_table(servers, table, args, out=sys.stdout):
                 row += f"{ra['rps'] / rb['rps']:>14.2f}x"
             else:
                 row += f"{'-':>15}"
+        print(row, file=out)
+
+
+def print_cpu_table(servers, table, out=sys.stdout):
+    """Server CPU time per request (from /proc), and how many times less sam6d spends."""
+    colw = 20
+    others = [b for b in ("legacy", "fastapi") if "sam6d" in servers and b in servers]
+    print(f"{'server CPU ms per request':<36}" + "".join(f"{SERVER_LABELS[s]:>{colw}}" for s in servers)
+          + "".join(f"{b + '/sam6d':>15}" for b in others), file=out)
+    for key, label, _ in SCENARIOS:
+        row = f"{label:<36}"
+        for s in servers:
+            r = table.get(s, {}).get(key)
+            v = r.get("server_cpu_ms") if r and "error" not in r else None
+            row += f"{v:>{colw}.3f}" if v is not None else f"{'-':>{colw}}"
+        for b in others:
+            ra, rb = table.get("sam6d", {}).get(key), table.get(b, {}).get(key)
+            a_cpu, b_cpu = (ra or {}).get("server_cpu_ms"), (rb or {}).get("server_cpu_ms")
+            row += f"{b_cpu / a_cpu:>14.2f}x" if a_cpu and b_cpu else f"{'-':>15}"
         print(row, file=out)
 
 
@@ -449,6 +485,8 @@ def main():
     table = {s: {k: pick(raw[s][k]) for k, _, _ in SCENARIOS} for s in servers}
     print()
     print_table(servers, table, args)
+    print()
+    print_cpu_table(servers, table)
     print(f"\nreq/s: requests per second summed over the client processes; med ms: median "
           f"latency per request (client side, connect included per request in the last row). "
           f"FastAPI is HTTP/1.1 keep-alive with base64 JSON bodies (new connection per request "

@@ -4,7 +4,7 @@ The cli-tests drive `sam6d serve` with it. Every scenario asserts what it expect
 non-zero (with the reason on stderr) when the server misbehaves; on success it prints one JSON
 document on stdout for the Rust side to check further.
 
-    python3 legacy_client.py PORT ping|shutdown|infer|bad-requests|bad-frames|concurrent ... [--protocol N]
+    python3 legacy_client.py PORT ping|shutdown|infer|bad-requests|bad-frames|concurrent|infer-many|traffic ... [--protocol N]
 """
 import argparse
 import json
@@ -267,6 +267,82 @@ def cmd_infer_many(a):
     print(json.dumps(answers))
 
 
+def cmd_traffic(a):
+    """Clients sending requests back to back for --seconds through a balancer, retrying a
+    request whose connection breaks (a backend killed or draining) on a new connection. Each
+    answer must be its own request's: with --rgb/--depth (real frames) the pose's depth must be
+    within 20 mm of --want-z; without (bench-noop servers), the echoed byte counts must match the
+    request's, which differ per request. Prints what was answered, retried, lost and wrong."""
+    stop_at = time.time() + a.seconds
+    stats = {"answered": 0, "retries": 0, "lost": 0, "wrong": 0, "codes": {}}
+    problems = []
+    lock = threading.Lock()
+    real = None
+    if a.rgb:
+        real = {"rgb_bytes": open(a.rgb, "rb").read(), "depth_bytes": open(a.depth, "rb").read()}
+        if a.cam:
+            cam = json.load(open(a.cam))
+            real["cam_K"], real["depth_scale"] = cam["cam_K"], cam.get("depth_scale", 1.0)
+
+    def client(ci):
+        sock, ri = None, 0
+        while time.time() < stop_at:
+            rid = ci * 1_000_000 + ri
+            if real:
+                req = dict(real, action="sam6d_inference", id=rid)
+            else:
+                size = 100 + (rid * 7919) % 5000
+                req = {"action": "sam6d_inference", "rgb_bytes": b"r" * size, "depth_bytes": b"d" * (size + 1), "id": rid}
+            answer = None
+            for attempt in range(a.attempts):
+                try:
+                    if sock is None:
+                        sock = socket.create_connection((HOST, a.port), timeout=60)
+                    send_msg(sock, req, a.protocol)
+                    answer = recv_msg(sock)
+                except (OSError, ConnectionError, struct.error, EOFError):
+                    answer = None
+                if answer is not None and answer.get("code") in ("busy", "shutting_down"):
+                    answer = None  # said so explicitly: also fine to retry elsewhere
+                if answer is not None:
+                    break
+                if sock is not None:
+                    sock.close()
+                    sock = None
+                with lock:
+                    stats["retries"] += 1
+                time.sleep(0.05 * (attempt + 1))
+            with lock:
+                if answer is None:
+                    stats["lost"] += 1
+                    problems.append(f"request {rid}: no answer after {a.attempts} attempts")
+                    continue
+                stats["answered"] += 1
+                code = answer.get("code", answer.get("status"))
+                stats["codes"][code] = stats["codes"].get(code, 0) + 1
+                data = answer.get("data", {})
+                if real:
+                    t = data.get("translation") or [[0, 0, 0]]
+                    ok = answer.get("id") == rid and answer.get("status") == "success" and abs(t[0][2] - a.want_z) < 20
+                else:
+                    want = {"rgb": len(req["rgb_bytes"]), "depth": len(req["depth_bytes"])}
+                    ok = answer.get("id") == rid and answer.get("status") == "success" and data.get("received_bytes") == want
+                if not ok:
+                    stats["wrong"] += 1
+                    problems.append(f"request {rid}: wrong answer {str(answer)[:300]}")
+            ri += 1
+        if sock is not None:
+            sock.close()
+
+    threads = [threading.Thread(target=client, args=(ci,)) for ci in range(a.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats["problems"] = problems[:10]
+    print(json.dumps(stats))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
@@ -283,6 +359,9 @@ def main():
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=10)
     p.add_argument("--jobs")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--attempts", type=int, default=20)
+    p.add_argument("--want-z", type=float, default=0.0)
     a = p.parse_args()
     commands = {
         "ping": cmd_ping,
@@ -292,6 +371,7 @@ def main():
         "bad-frames": cmd_bad_frames,
         "concurrent": cmd_concurrent,
         "infer-many": cmd_infer_many,
+        "traffic": cmd_traffic,
     }
     commands[a.command](a)
 

@@ -58,8 +58,22 @@ fn describe(d: &Value) -> String {
         .get("queue")
         .map(|q| format!(", queue {}/{}", q.get("waiting").unwrap_or(&json!("?")), q.get("capacity").unwrap_or(&json!("?"))))
         .unwrap_or_default();
+    // One entry per worker: `0 cpu busy 12 done`.
+    let workers: Vec<String> = d
+        .get("workers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    let f = |k: &str| w.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)).unwrap_or_else(|| "?".into());
+                    format!("{} {} {} {} done", f("id"), f("device"), f("state"), f("done"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let workers = if workers.is_empty() { String::new() } else { format!(" · workers: {}", workers.join(", ")) };
     format!(
-        "sam6d {} · pipeline {} on {} · models: {} · up {} s · {} requests ({} inferences, {} errors) · {} connection(s){queue}",
+        "sam6d {} · pipeline {} on {} · models: {} · up {} s · {} requests ({} inferences, {} errors) · {} connection(s){queue}{workers}",
         s("version"),
         s("pipeline"),
         s("device"),

@@ -1,6 +1,6 @@
 //! `sam6d serve`: load the models once, then answer socket clients until shut down.
 use anyhow::Context;
-use sam6d::device::DeviceRequest;
+use sam6d::device::{Device, DeviceRequest};
 use sam6d::io::Camera;
 use sam6d::pipeline::{load_models, CadUnit, Options, Pipeline};
 use sam6d::server::{Config, Loaded, Server};
@@ -81,9 +81,21 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     max_instances: u32,
 
-    /// Where tch stages run: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    device: DeviceRequest,
+    /// Where tch stages run: auto, cpu, cuda or cuda:N. Several (comma-separated or repeated)
+    /// start one worker on each: --device cuda:0,cuda:1. With --workers N they are taken in
+    /// turn; auto spreads the workers over every GPU libtorch sees (else the CPU).
+    #[arg(long, default_value = "auto", value_name = "DEVICE", value_delimiter = ',')]
+    device: Vec<DeviceRequest>,
+
+    /// Pipeline workers, each with its own copy of the networks on its device, fed from one
+    /// queue in arrival order. [default: one per --device]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: Option<u32>,
+
+    /// Threads each worker uses for the pipeline's parallel parts. [default: all cores with one
+    /// worker; cores / N each with N workers, so that N CPU workers do not contend]
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads_per_worker: Option<u32>,
 
     #[command(flatten)]
     stages: super::stages::StageArgs,
@@ -133,7 +145,8 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.read_timeout >= 0.0 && args.read_timeout.is_finite(), "--read-timeout must be a number of seconds ≥ 0");
-    let device = args.device.resolve().map_err(anyhow::Error::msg)?;
+    let devices = worker_devices(&args.device, args.workers.map(|n| n as usize))?;
+    let device = devices[0];
     // Bind first: a taken port should fail before seconds of model loading.
     let listener = Server::bind(&format!("{}:{}", bracket_ipv6(&args.host), args.port))?;
 
@@ -156,28 +169,42 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         models
     };
     let options = Options { det_score_thresh: args.det_score_thresh.unwrap_or(args.stages.default_det_score_thresh()), max_instances: args.max_instances as usize, device, refine_icp: args.stages.refine_icp() };
-    let pipeline = if args.bench_noop { Pipeline::new(options.clone()) } else { args.stages.build(options.clone())? };
-    // Template descriptors now (from the cache when it has them), so that no request waits.
-    for model in &models {
-        pipeline.prepare(model).with_context(|| format!("preparing the templates of {}", model.name))?;
+    // Each worker loads its own networks on its device; a device that fails says which.
+    let mut pipelines = Vec::new();
+    for (i, &device) in devices.iter().enumerate() {
+        let options = Options { device, ..options.clone() };
+        let pipeline = if args.bench_noop {
+            Pipeline::new(options)
+        } else {
+            args.stages.build(options).with_context(|| format!("starting worker {i} on {device}"))?
+        };
+        // Template descriptors now (from the cache when it has them), so that no request waits.
+        for model in &models {
+            pipeline.prepare(model).with_context(|| format!("worker {i} on {device}: preparing the templates of {}", model.name))?;
+        }
+        pipelines.push((pipeline, device));
     }
+    let pipeline_name = pipelines[0].0.name().to_string();
     if camera.is_none() && !args.bench_noop {
         tracing::warn!("no --cam / CAM_PATH: every request must carry 'cam_K' (and 'depth_scale')");
     }
-    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-    let summary = format!("{} model(s): {}; pipeline {}; device {device}", names.len(), if names.is_empty() { "-".into() } else { names.join(", ") }, pipeline.name());
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let loaded = Loaded { models, camera, devices: devices.clone(), pipeline: pipeline_name };
+    let workers = if devices.len() == 1 { String::new() } else { format!("; {} workers", devices.len()) };
+    let summary = format!("{} model(s): {}; pipeline {}; device {}{workers}", names.len(), if names.is_empty() { "-".into() } else { names.join(", ") }, loaded.pipeline, loaded.device_names());
 
     let config = Config {
         max_frame_bytes: args.max_frame_bytes,
         read_timeout: (args.read_timeout > 0.0).then(|| Duration::from_secs_f64(args.read_timeout)),
         queue_size: args.queue_size as usize,
+        worker_threads: worker_threads(args.threads_per_worker, devices.len()),
         max_connections: args.max_connections as usize,
         shutdown_token: args.shutdown_token.filter(|t| !t.is_empty()),
         bench_noop: args.bench_noop,
         output_dir: args.output_dir,
         options,
     };
-    let server = Server::new(listener, config, Loaded { models, camera, device, pipeline: pipeline.name().to_string() }, pipeline)?;
+    let server = Server::new(listener, config, loaded, pipelines)?;
     server.shutdown_handle().on_signals().context("installing the SIGINT/SIGTERM handler")?;
     let mode = if args.bench_noop { " [bench-noop: inference requests are NOT run]" } else { "" };
     // Scripts and tests wait for this line; it comes only once models are loaded.
@@ -185,6 +212,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     server.run()
+}
+
+/// The device of each worker: the requests taken in turn, `workers` of them (default: one per
+/// request). `auto` stands for every GPU libtorch sees, or the CPU.
+fn worker_devices(requests: &[DeviceRequest], workers: Option<usize>) -> anyhow::Result<Vec<Device>> {
+    let mut pool = Vec::new();
+    for r in requests {
+        match r {
+            DeviceRequest::Auto if workers.is_some() && requests.len() == 1 => {
+                let gpus = sam6d::device::cuda_device_count();
+                pool.extend((0..gpus.max(1)).map(|i| if gpus == 0 { Device::Cpu } else { Device::Cuda(i) }));
+            }
+            r => pool.push(r.resolve().map_err(anyhow::Error::msg)?),
+        }
+    }
+    let n = workers.unwrap_or(requests.len()).max(1);
+    Ok((0..n).map(|i| pool[i % pool.len()]).collect())
+}
+
+/// Each worker's own thread count, or `None` for one worker on the process's pool.
+fn worker_threads(asked: Option<u32>, workers: usize) -> Option<usize> {
+    match asked {
+        Some(t) => Some(t as usize),
+        None if workers > 1 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Some((cores / workers).max(1))
+        }
+        None => None,
+    }
 }
 
 /// `::1` → `[::1]` so that host and port can be joined.

@@ -152,7 +152,7 @@ fn status(shared: &Shared) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     m.insert("pipeline".into(), json!(if shared.config.bench_noop { "bench-noop" } else { loaded.pipeline.as_str() }));
-    m.insert("device".into(), json!(loaded.device.to_string()));
+    m.insert("device".into(), json!(loaded.device_names()));
     let models: Vec<Value> = loaded.models.iter().map(|m| json!({"name": m.name, "diameter_mm": m.diameter})).collect();
     m.insert("models".into(), Value::Array(models));
     m.insert("camera".into(), loaded.camera.map_or(Value::Null, |c| json!({"cam_K": c.k(), "depth_scale": c.depth_scale})));
@@ -161,8 +161,18 @@ fn status(shared: &Shared) -> Map<String, Value> {
     m.insert("inferences".into(), json!(Stats::get(&shared.stats.inferences)));
     m.insert("errors".into(), json!(Stats::get(&shared.stats.errors)));
     m.insert("connections".into(), json!(shared.stats.connections.load(Ordering::Relaxed)));
-    if let Some(w) = &shared.worker {
-        m.insert("queue".into(), json!({"waiting": w.waiting(), "capacity": w.capacity()}));
+    if let Some(pool) = &shared.workers {
+        m.insert("queue".into(), json!({"waiting": pool.waiting(), "capacity": pool.capacity()}));
+        let workers: Vec<Value> = pool
+            .states()
+            .iter()
+            .enumerate()
+            .map(|(id, w)| {
+                let (done, failed) = w.counts();
+                json!({"id": id, "device": w.device.to_string(), "state": if w.is_busy() { "busy" } else { "idle" }, "done": done, "errors": failed})
+            })
+            .collect();
+        m.insert("workers".into(), Value::Array(workers));
     }
     m.insert("pid".into(), json!(std::process::id()));
     m
@@ -219,16 +229,16 @@ fn inference(r: &InferenceRequest<'_>, shared: &Shared) -> Reply {
     if let Some(t) = r.det_score_thresh {
         options.det_score_thresh = t;
     }
-    let Some(worker) = &shared.worker else { return Reply::err(ErrorCode::Internal, "no pipeline worker") };
+    let Some(workers) = &shared.workers else { return Reply::err(ErrorCode::Internal, "no pipeline worker") };
     let (tx, rx) = mpsc::channel();
-    match worker.submit(Job { frame, model, options, reply: tx }) {
+    match workers.submit(Job { frame, model, options, reply: tx }) {
         Ok(()) => {}
         Err(SubmitError::Busy { capacity }) => {
             return Reply::err(ErrorCode::Busy, format!("busy: {capacity} inference requests are already waiting; retry later"));
         }
         Err(SubmitError::Closed) => return Reply::err(ErrorCode::ShuttingDown, "the server is shutting down"),
     }
-    let Ok(Done { frame, result, queue_ms }) = rx.recv() else {
+    let Ok(Done { frame, result, queue_ms, worker, device }) = rx.recv() else {
         return Reply::err(ErrorCode::Internal, "the pipeline worker stopped before answering");
     };
     let est = match result {
@@ -237,7 +247,8 @@ fn inference(r: &InferenceRequest<'_>, shared: &Shared) -> Reply {
     };
     let n = shared.stats.inferences.fetch_add(1, Ordering::Relaxed) + 1;
     let model = &loaded.models[model];
-    let mut data = results::estimate_json(&est, &model.name, &frame, &loaded.pipeline, &loaded.device.to_string());
+    let mut data = results::estimate_json(&est, &model.name, &frame, &loaded.pipeline, &device.to_string());
+    data.insert("worker".into(), json!(worker));
     data.insert("queue_ms".into(), json!(results::round3(queue_ms)));
     data.insert("decode_ms".into(), json!(results::round3(decode_ms)));
     if r.visualize {

@@ -2,8 +2,9 @@
 //! stop accepting → close every connection's reading side → wait for their answers → let the
 //! pipeline queue run dry.
 use super::shutdown::Shutdown;
-use super::worker::Worker;
+use super::worker::Pool;
 use super::{connection, Config, Loaded, Shared, Stats};
+use crate::device::Device;
 use crate::pipeline::Pipeline;
 use crate::protocol::message::{self, ErrorCode};
 use anyhow::Context;
@@ -40,14 +41,16 @@ impl Server {
         Ok(listener)
     }
 
-    /// Starts the pipeline worker around what was loaded. After this, `run` serves.
-    pub fn new(listener: TcpListener, config: Config, loaded: Loaded, pipeline: Pipeline) -> anyhow::Result<Server> {
+    /// Starts one pipeline worker per pipeline (each with the device it was loaded on) around
+    /// what was loaded. After this, `run` serves.
+    pub fn new(listener: TcpListener, config: Config, loaded: Loaded, pipelines: Vec<(Pipeline, Device)>) -> anyhow::Result<Server> {
         let local = listener.local_addr()?;
         let loaded = Arc::new(loaded);
-        let worker = if config.bench_noop {
+        let workers = if config.bench_noop {
             None
         } else {
-            Some(Worker::spawn(pipeline, loaded.clone(), config.queue_size).context("starting the pipeline worker")?)
+            anyhow::ensure!(!pipelines.is_empty(), "a server needs at least one pipeline worker");
+            Some(Pool::spawn(pipelines, loaded.clone(), config.queue_size, config.worker_threads).context("starting the pipeline workers")?)
         };
         let shared = Shared {
             config,
@@ -55,7 +58,7 @@ impl Server {
             shutdown: Arc::new(Shutdown::new(local)),
             started: Instant::now(),
             stats: Stats::default(),
-            worker,
+            workers,
         };
         Ok(Server { listener, shared: Arc::new(shared) })
     }
@@ -122,8 +125,8 @@ impl Server {
             open = connections.closed.wait(open).unwrap_or_else(|e| e.into_inner());
         }
         drop(open);
-        if let Some(worker) = &shared.worker {
-            worker.close();
+        if let Some(workers) = &shared.workers {
+            workers.close();
         }
         tracing::info!("stopped after {} request(s)", shared.stats.requests.load(Ordering::Relaxed));
         Ok(())

@@ -1,9 +1,9 @@
 //! `sam6d serve`: the pipeline behind a TCP socket that speaks our users' pickle protocol.
 //!
 //! One thread accepts (`listener`), one thread per connection reads frames, decodes requests and
-//! images and answers pings itself (`connection`), and one worker thread owns the pipeline and
-//! runs inference requests in order from a bounded queue (`worker`). `shutdown` stops the
-//! listener and lets every request already received finish.
+//! images and answers pings itself (`connection`), and N worker threads, each owning a pipeline
+//! on its device, take inference requests in arrival order from one bounded queue (`worker`).
+//! `shutdown` stops the listener and lets every request already received finish.
 mod connection;
 mod listener;
 mod shutdown;
@@ -29,6 +29,9 @@ pub struct Config {
     pub read_timeout: Option<Duration>,
     /// Inference requests waiting for the pipeline beyond this many are answered `busy`.
     pub queue_size: usize,
+    /// Threads of each worker's own pool for the pipeline's parallel parts; `None`: the
+    /// workers share the process's pool (one per core).
+    pub worker_threads: Option<usize>,
     /// Connections beyond this many are answered `busy` and closed.
     pub max_connections: usize,
     /// With a token, `shutdown` is also accepted from non-loopback peers that send it.
@@ -47,6 +50,7 @@ impl Default for Config {
             max_frame_bytes: 64 << 20,
             read_timeout: Some(Duration::from_secs(120)),
             queue_size: 32,
+            worker_threads: None,
             max_connections: 256,
             shutdown_token: None,
             bench_noop: false,
@@ -62,7 +66,8 @@ pub struct Loaded {
     pub models: Vec<ObjectModel>,
     /// The default camera; requests may override `cam_K` / `depth_scale`.
     pub camera: Option<Camera>,
-    pub device: Device,
+    /// The workers' devices, one per worker (`--workers`, `--device`).
+    pub devices: Vec<Device>,
     /// What answers name as their pipeline (`geometric`, `sam-tiny+geometric`, ...).
     pub pipeline: String,
 }
@@ -74,7 +79,7 @@ pub(crate) struct Shared {
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,
     pub stats: Stats,
-    pub worker: Option<worker::Worker>,
+    pub workers: Option<worker::Pool>,
 }
 
 #[derive(Default)]
@@ -83,6 +88,20 @@ pub(crate) struct Stats {
     pub inferences: AtomicU64,
     pub errors: AtomicU64,
     pub connections: AtomicUsize,
+}
+
+impl Loaded {
+    /// The devices as answers and `ping` name them: `cpu`, or `cuda:0,cuda:1` for several.
+    pub fn device_names(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for d in &self.devices {
+            let n = d.to_string();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if names.is_empty() { "cpu".into() } else { names.join(",") }
+    }
 }
 
 impl Stats {
