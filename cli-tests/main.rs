@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 mod balancer;
 mod batch;
+mod deploy;
 mod dinov2_parity;
 mod eval;
 mod ism_pipeline;

@@ -415,6 +415,44 @@ fn start_up_fails_clearly() {
     // Two models with one name.
     let o = sam6d(&["serve", "--port", "0", "--cad", s(&d.join("model.ply")), "--cad", s(&d.join("model.ply"))]);
     super::expect_error(&o, 1, &["two models are named 'model'"]);
+    // A worker device this machine lacks is named, before any model is loaded.
+    if sam6d::device::cuda_device_count() < 8 {
+        let o = sam6d(&["serve", "--port", "0", "--cad", s(&d.join("model.ply")), "--device", "cpu,cuda:7"]);
+        super::expect_error(&o, 1, &["cuda:7"]);
+    }
+    let o = sam6d(&["serve", "--port", "0", "--cad", s(&d.join("model.ply")), "--workers", "0"]);
+    super::expect_error(&o, 2, &["--workers"]);
+}
+
+#[test]
+fn a_worker_pool_reports_each_worker_and_answers_every_request() {
+    let d = bracket();
+    let server = Server::start(&[&strs(&bracket_args())[..], &["--workers", "2", "--device", "cpu"]].concat());
+    assert!(server.log_shows("", Duration::from_secs(1)));
+    let job = serde_json::json!({"rgb": d.join("rgb.png"), "depth": d.join("depth.png"), "object": "model"});
+    let answers = server.python("infer-many", &["--jobs", &Value::Array(vec![job; 6]).to_string()]);
+    let gz = serde_json::from_slice::<Value>(&std::fs::read(d.join("gt.json")).unwrap()).unwrap()[0]["t_mm"][2].as_f64().unwrap();
+    let mut by_worker = [0; 2];
+    for (i, a) in answers.as_array().unwrap().iter().enumerate() {
+        assert_eq!((&a["status"], &a["id"]), (&Value::from("success"), &Value::from(i)), "{a}");
+        assert!((a["data"]["translation"][0][2].as_f64().unwrap() - gz).abs() < 20.0, "{a}");
+        assert_eq!(a["data"]["device"], "cpu", "{a}");
+        by_worker[a["data"]["worker"].as_u64().unwrap() as usize] += 1;
+    }
+    let ping = server.python("ping", &[]);
+    let workers = ping["data"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{ping}");
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!((&w["id"], &w["device"], &w["state"]), (&Value::from(i), &Value::from("cpu"), &Value::from("idle")), "{ping}");
+        assert_eq!(w["done"], by_worker[i], "{ping}");
+        assert_eq!(w["errors"], 0, "{ping}");
+    }
+    assert_eq!(ping["data"]["queue"]["waiting"], 0, "{ping}");
+    // Six requests at once on two workers: both took some.
+    assert!(by_worker.iter().all(|&n| n > 0), "{by_worker:?}");
+    let human = sam6d(&["ping", "--port", &server.port()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("workers: 0 cpu idle") && text.contains("1 cpu idle"), "{text}");
 }
 
 #[test]

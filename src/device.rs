@@ -49,7 +49,7 @@ impl DeviceRequest {
                 if i < n {
                     Ok(Device::Cuda(i))
                 } else if n == 0 {
-                    Err("--device cuda: libtorch sees no CUDA device here (use --device cpu or auto)".into())
+                    Err(format!("--device cuda:{i}: libtorch sees no CUDA device here (use --device cpu or auto)"))
                 } else {
                     Err(format!("--device cuda:{i}: only {n} CUDA device(s) present"))
                 }
