@@ -16,8 +16,10 @@ use std::time::Duration;
 /// {'action': 'shutdown'}. Answers: {'status': 'success', 'data': {'rotation', 'translation'
 /// (mm), 'pose_scores', ...}, 'message': ''} or {'status': 'error', 'message': ..., 'code': ...}.
 ///
-/// Models are loaded before the server prints "ready on HOST:PORT". Inference requests run one at
-/// a time in arrival order; pings are answered at once. Pickles are decoded as plain data only:
+/// Models are loaded before the server prints "ready on HOST:PORT". Inference requests wait in one
+/// queue and run in arrival order on the pipeline workers (one, or --workers N); pings are
+/// answered at once. Several servers can sit behind HAProxy (deploy/haproxy.cfg, docs/serving.md).
+/// Pickles are decoded as plain data only:
 /// nothing a client sends is ever executed. Stop it with `sam6d shutdown`, SIGINT or SIGTERM: the
 /// requests already received are answered first.
 #[derive(clap::Args)]
@@ -25,6 +27,8 @@ use std::time::Duration;
   sam6d serve --cad obj_000005.ply --cam camera.json\n  \
   CAD_PATH=obj_000005.ply CAM_PATH=camera.json OUTPUT_DIR=out sam6d serve --port 8000\n  \
   sam6d serve --cad bop/lmo/models --cam camera.json      # every model of a BOP folder; clients send 'object'\n  \
+  sam6d serve --cad models --cam camera.json --workers 2   # two frames at once (CPU: a core each)\n  \
+  sam6d serve --cad models --cam camera.json --device cuda:0,cuda:1   # one worker per GPU\n  \
   sam6d ping && sam6d shutdown\n\n\
 A Python client needs only the standard library:\n  \
   import pickle, socket, struct\n  \
