@@ -19,7 +19,7 @@ use common::arg;
 use sam6d::eval::{self, dataset, matching, predictions};
 use sam6d::geometry::metrics::{self, PoseErrors};
 use sam6d::geometry::Pose;
-use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
+use sam6d::results::{bop_csv_rows, BOP_CSV_HEADER};
 use sam6d::pipeline::geometric::Params;
 use sam6d::pipeline::segment::sam::automatic::AmgConfig;
 use sam6d::pipeline::segment::segmenter::{weights_dir, Segmenter, SegmenterKind};
@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut targets = Vec::new();
     let obj5 = Path::new(EXAMPLE_DIR).join("obj_000005.ply");
-    match sam6d::io::ply::read_ply(&obj5) {
+    match sam6d::geometry::ply::read_ply(&obj5) {
         Ok(mesh) => targets.push(NamedMesh::new("obj_000005", mesh)),
         Err(e) => println!("note: {e}; running with procedural targets only"),
     }
@@ -278,7 +278,7 @@ fn write_models(dir: &Path, targets: &[NamedMesh], example: &Path) -> anyhow::Re
         if t.name == "obj_000005" {
             std::fs::copy(example.join("obj_000005.ply"), &path)?;
         } else {
-            sam6d::io::ply::write_ascii_ply(&t.mesh, &path)?;
+            sam6d::geometry::ply::write_ascii_ply(&t.mesh, &path)?;
         }
         let (lo, hi) = t.mesh.bounds();
         info.insert(

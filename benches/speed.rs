@@ -61,7 +61,7 @@ fn real_example(pipeline: &Pipeline, runs: usize, warmup: usize) -> anyhow::Resu
 
 fn synthetic(pipeline: &Pipeline, n_scenes: usize, seed: u64) -> anyhow::Result<()> {
     let mut targets = Vec::new();
-    if let Ok(mesh) = sam6d::io::ply::read_ply(&Path::new(EXAMPLE_DIR).join("obj_000005.ply")) {
+    if let Ok(mesh) = sam6d::geometry::ply::read_ply(&Path::new(EXAMPLE_DIR).join("obj_000005.ply")) {
         targets.push(NamedMesh::new("obj_000005", mesh));
     }
     targets.extend(procedural_targets());

@@ -40,7 +40,7 @@ fn write_bop_fixture(dir: &Path, frames: &[SyntheticFrame]) -> std::path::PathBu
     entries["6"] = entries["1"].clone();
     std::fs::write(&cameras, entries.to_string()).unwrap();
     let bracket = synth::procedural_targets().into_iter().find(|t| t.name == "bracket").unwrap();
-    sam6d::io::ply::write_ascii_ply(&bracket.mesh, &dir.join("obj_000007.ply")).unwrap();
+    sam6d::geometry::ply::write_ascii_ply(&bracket.mesh, &dir.join("obj_000007.ply")).unwrap();
     scene
 }
 
@@ -184,7 +184,7 @@ fn batch_over_a_bop_scene_equals_single_frame_infer() {
     assert_eq!(records.len(), N + 1);
 
     let gt: Value = serde_json::from_str(&std::fs::read_to_string(scene.join("scene_gt.json")).unwrap()).unwrap();
-    let mesh = sam6d::io::ply::read_ply(&cad).unwrap();
+    let mesh = sam6d::geometry::ply::read_ply(&cad).unwrap();
     let mut right = 0;
     for (i, r) in records.iter().take(N).enumerate() {
         let im_id = i + 1;

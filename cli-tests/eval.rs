@@ -42,7 +42,7 @@ fn fixture() -> Fixture {
     let models_no_info = dir.path().join("models-no-info");
     for m in [&models, &models_no_info] {
         std::fs::create_dir_all(m).unwrap();
-        sam6d::io::ply::write_ascii_ply(&target.mesh, &m.join("obj_000001.ply")).unwrap();
+        sam6d::geometry::ply::write_ascii_ply(&target.mesh, &m.join("obj_000001.ply")).unwrap();
     }
     let diameter = target.mesh.diameter() as f64;
     std::fs::write(models.join("models_info.json"), format!(r#"{{"1": {{"diameter": {diameter}}}}}"#)).unwrap();
@@ -245,7 +245,7 @@ fn eval_of_a_real_infer_run_agrees_with_its_json_lines() {
     let models = dir.path().join("models");
     std::fs::create_dir_all(&models).unwrap();
     let cad = models.join("obj_000002.ply");
-    sam6d::io::ply::write_ascii_ply(&target.mesh, &cad).unwrap();
+    sam6d::geometry::ply::write_ascii_ply(&target.mesh, &cad).unwrap();
     let d = target.mesh.diameter() as f64;
     std::fs::write(models.join("models_info.json"), format!(r#"{{"2": {{"diameter": {d}}}}}"#)).unwrap();
 

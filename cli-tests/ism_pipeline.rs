@@ -116,9 +116,9 @@ fn sam6d_pipeline_end_to_end_at_random_weights() {
     assert_eq!(records.len(), ism.len());
     for r in &records {
         assert_eq!((r["scene_id"].as_i64(), r["image_id"].as_i64(), r["category_id"].as_i64(), r["time"].as_f64()), (Some(0), Some(0), Some(1), Some(0.0)));
-        let rle: sam6d::io::detections::Rle = serde_json::from_value(r["segmentation"].clone()).unwrap();
+        let rle: sam6d::results::detections::Rle = serde_json::from_value(r["segmentation"].clone()).unwrap();
         assert_eq!(rle.size, [480, 640]);
-        let mask = sam6d::io::detections::decode_rle(&rle).unwrap();
+        let mask = sam6d::results::detections::decode_rle(&rle).unwrap();
         // The bbox is [x0, y0, x1 - x0, y1 - y0] of the mask's inclusive box (SAM-6D's Q4).
         let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
         for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {

@@ -13,6 +13,7 @@ mod deploy;
 mod dinov2_parity;
 mod eval;
 mod ism_pipeline;
+mod layers;
 mod ism_scores;
 mod overlay;
 mod pem_e2e;
@@ -114,7 +115,7 @@ fn write_synthetic_scene(dir: &Path, seed: u64) -> (Mesh, Vec<Pose>) {
     sam6d::io::image::write_depth_png(&frame.depth, 1.0, &dir.join("depth.png")).unwrap();
     let c = frame.camera;
     std::fs::write(dir.join("camera.json"), format!(r#"{{"cam_K": [{}, 0, {}, 0, {}, {}, 0, 0, 1], "depth_scale": 1.0}}"#, c.fx, c.cx, c.fy, c.cy)).unwrap();
-    sam6d::io::ply::write_ascii_ply(&target.mesh, &dir.join("model.ply")).unwrap();
+    sam6d::geometry::ply::write_ascii_ply(&target.mesh, &dir.join("model.ply")).unwrap();
     (Mesh::clone(&target.mesh), frame.gt.iter().map(|g| g.pose).collect())
 }
 
@@ -136,7 +137,7 @@ fn infer_finds_the_watering_can_in_the_official_example() {
         nalgebra::Vector3::new(137.4, 44.5, 970.3),
     )
     .orthonormalized();
-    let mesh = sam6d::io::ply::read_ply(&e.join("obj_000005.ply")).unwrap();
+    let mesh = sam6d::geometry::ply::read_ply(&e.join("obj_000005.ply")).unwrap();
     let top = parse_pose(&v, 0);
     let err = add(&mesh, &top, &reference);
     assert!(err < 0.1 * 201.3, "ADD to the reference {err:.1} mm; top pose {top:?}");
@@ -280,12 +281,12 @@ fn bad_inputs_get_clear_errors() {
 #[test]
 fn a_model_in_metres_is_flagged_and_cad_unit_m_fixes_it() {
     let i = Inputs::new();
-    let mut mesh = sam6d::io::ply::read_ply(Path::new(&i.p("model.ply"))).unwrap();
+    let mut mesh = sam6d::geometry::ply::read_ply(Path::new(&i.p("model.ply"))).unwrap();
     for v in &mut mesh.vertices {
         *v /= 1000.0;
     }
     let metres = i.p("model_m.ply");
-    sam6d::io::ply::write_ascii_ply(&mesh, Path::new(&metres)).unwrap();
+    sam6d::geometry::ply::write_ascii_ply(&mesh, Path::new(&metres)).unwrap();
     let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &[]);
     assert!(stderr(&o).contains("--cad-unit m"), "no unit warning: {}", stderr(&o));
     let o = i.run(&i.p("rgb.png"), &i.p("depth.png"), &i.p("camera.json"), &metres, &["--cad-unit", "m", "--max-instances", "1"]);

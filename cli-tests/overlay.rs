@@ -80,7 +80,7 @@ fn overlay_of_the_official_example_matches_sam6d_vis_pem() {
     let rgb = image::open(&rgb_path).unwrap().to_rgb8();
     check_layout(&out, &rgb);
 
-    let mesh = sam6d::io::ply::read_ply(&cad_path).unwrap();
+    let mesh = sam6d::geometry::ply::read_ply(&cad_path).unwrap();
     let cam = Camera::from_json_file(&cam_path, None).unwrap();
     let pose = parse_pose(&v, 0);
     let ours = changed(&out, &rgb);
@@ -140,7 +140,7 @@ fn overlay_points_of_the_bundled_scene_fall_on_the_ground_truth_silhouette() {
     let r: [[f64; 3]; 3] = serde_json::from_value(gt[0]["R"].clone()).unwrap();
     let t: [f64; 3] = serde_json::from_value(gt[0]["t_mm"].clone()).unwrap();
     let gt_pose = Pose::from_rows(&r, &t);
-    let mesh = sam6d::io::ply::read_ply(&cad_path).unwrap();
+    let mesh = sam6d::geometry::ply::read_ply(&cad_path).unwrap();
     let cam = Camera::from_json_file(&cam_path, None).unwrap();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let silhouette = sam6d::render::raster::render_depth(&mesh, &cam, &gt_pose, w, h);

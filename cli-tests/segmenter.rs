@@ -55,7 +55,7 @@ fn sam_tiny_on_the_example_falls_back_when_the_object_is_not_proposed() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(plain["pipeline"], "geometric");
     assert!(plain.get("proposals").is_none());
-    let mesh = sam6d::io::ply::read_ply(&example_dir().unwrap().join("obj_000005.ply")).unwrap();
+    let mesh = sam6d::geometry::ply::read_ply(&example_dir().unwrap().join("obj_000005.ply")).unwrap();
     let add = sam6d::geometry::metrics::add(&parse_pose(&v, 0), &parse_pose(&plain, 0), &mesh.vertices);
     assert!(add < 0.1 * mesh.diameter() as f64, "ADD between the two pipelines {add:.1} mm");
 }

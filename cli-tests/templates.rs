@@ -9,7 +9,7 @@ use std::path::Path;
 /// Box with corners `lo`, `hi` (not centred on the origin, so the normalisation radius and the
 /// pose are exercised off-axis).
 fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> Mesh {
-    let mut m = sam6d::synth::shapes::cuboid(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
+    let mut m = sam6d::geometry::shapes::cuboid(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
     let c = Vec3::new(lo[0] + hi[0], lo[1] + hi[1], lo[2] + hi[2]) * 0.5;
     for v in &mut m.vertices {
         *v += c;
@@ -112,7 +112,7 @@ fn load_example() -> Option<Mesh> {
         eprintln!("skipped: ../shared/testdata/sam6d-example not present");
         return None;
     };
-    Some(sam6d::io::ply::read_ply(&e.join("obj_000005.ply")).unwrap())
+    Some(sam6d::geometry::ply::read_ply(&e.join("obj_000005.ply")).unwrap())
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn templates_command_writes_sam6d_layout() {
     let hi = [45.0, 60.0, 95.0];
     let mesh = box_mesh(lo, hi);
     let ply = tmp.path().join("box.ply");
-    sam6d::io::ply::write_ascii_ply(&mesh, &ply).unwrap();
+    sam6d::geometry::ply::write_ascii_ply(&mesh, &ply).unwrap();
     let out = tmp.path().join("tpl");
     let o = sam6d(&["templates", "--cad", s(&ply), "--out", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -68,7 +68,7 @@ mod with_feature {
         let cam = Camera::from_json_file(&bracket().join("camera.json"), None).unwrap();
         let half = |c: f64| (c + 0.5) * 0.5 - 0.5;
         let cam = Camera::new(cam.fx * 0.5, cam.fy * 0.5, half(cam.cx), half(cam.cy), 1.0).unwrap();
-        let mesh = sam6d::io::ply::read_ply(&bracket().join("model.ply")).unwrap();
+        let mesh = sam6d::geometry::ply::read_ply(&bracket().join("model.ply")).unwrap();
         let pose: Pose = parse_pose(&v, 0);
         let depth = sam6d::render::raster::render_depth(&mesh, &cam, &pose, 320, 240);
         let want = sam6d::viz::score_color(v["pose_scores"][0].as_f64().unwrap());

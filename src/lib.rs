@@ -12,6 +12,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod protocol;
 pub mod render;
+pub mod results;
 pub mod server;
 pub mod synth;
 pub mod viz;

@@ -7,7 +7,7 @@
 use crate::common::string_arg;
 use sam6d::eval::{self, dataset, predictions, visibility};
 use sam6d::geometry::metrics::PoseErrors;
-use sam6d::io::results::{bop_csv_rows, BOP_CSV_HEADER};
+use sam6d::results::{bop_csv_rows, BOP_CSV_HEADER};
 use sam6d::io;
 use sam6d::pipeline::geometric::Params;
 use sam6d::pipeline::{Estimate, Frame, ObjectModel, Pipeline};
@@ -80,7 +80,7 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
     for g in scenes.iter().flat_map(|s| s.images.values()).flat_map(|im| &im.gt) {
         if (only.is_empty() || only.contains(&g.obj_id)) && models_eval.has(g.obj_id) && !models.contains_key(&g.obj_id) {
             let t0 = Instant::now();
-            let mesh = io::ply::read_ply(&models_eval.ply_path(g.obj_id))?;
+            let mesh = sam6d::geometry::ply::read_ply(&models_eval.ply_path(g.obj_id))?;
             let model = ObjectModel::from_mesh_with(&format!("obj_{:06}", g.obj_id), mesh, params.clone())?;
             println!("model obj_{:06}: diameter {:.1} mm, built in {:.0} ms", g.obj_id, model.diameter, t0.elapsed().as_secs_f64() * 1e3);
             models.insert(g.obj_id, model);

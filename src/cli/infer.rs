@@ -7,7 +7,8 @@ use anyhow::Context;
 use sam6d::client::{self, Client};
 use sam6d::device::DeviceRequest;
 use sam6d::geometry::Pose;
-use sam6d::io::{self, results::round3, Camera};
+use sam6d::io::{self, Camera};
+use sam6d::results::{self, round3};
 use sam6d::pipeline::{CadUnit, Frame, ObjectModel, Options};
 use sam6d::protocol::message;
 use serde_json::{json, Map, Value};
@@ -226,7 +227,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         let rgb = args.rgb.as_deref().expect("clap requires --rgb");
         let name = rgb.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let cad_stem = args.cad.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
-        let obj_id = cad_stem.as_deref().and_then(io::results::obj_id_from_stem);
+        let obj_id = cad_stem.as_deref().and_then(results::obj_id_from_stem);
         out.insert("frame".into(), json!({"name": name, "scene_id": null, "im_id": name.parse::<i64>().ok()}));
         out.insert("obj_id".into(), json!(obj_id));
         out.insert("time_s".into(), json!(round3(t0.elapsed().as_secs_f64() * 1e3) / 1e3));
@@ -316,7 +317,7 @@ fn local(args: &InferArgs) -> anyhow::Result<(Map<String, Value>, usize, String)
     spinner.finish_and_clear();
     let est = est?;
 
-    let mut out = io::results::estimate_json(&est, &model.name, &frame, &pipeline.name(), &device.to_string());
+    let mut out = results::estimate_json(&est, &model.name, &frame, &pipeline.name(), &device.to_string());
     out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(model_ms), "segmenter": round3(segmenter_ms)}));
     out.insert(
         "inputs".into(),
@@ -405,7 +406,7 @@ fn write_ism_overlay(path: &Path, frame: &Frame, est: &sam6d::pipeline::Estimate
 /// Ids as its custom script (scene 0, image 0, category 1) unless a BOP scene and object id
 /// give them.
 pub(crate) fn write_ism_json(path: &Path, est: &sam6d::pipeline::Estimate, scene_id: Option<i64>, image_id: Option<i64>, category_id: Option<i64>) -> anyhow::Result<()> {
-    use sam6d::io::detections::{to_json, IsmRecord, PemRecord};
+    use sam6d::results::detections::{to_json, IsmRecord, PemRecord};
     let (Some(scores), Some(proposals)) = (&est.ism, &est.proposals) else { return Ok(()) };
     let record = |index: usize, score: f32| IsmRecord::new(&proposals[index], score, scene_id.unwrap_or(0), image_id.unwrap_or(0), category_id.unwrap_or(1));
     let records: Vec<IsmRecord> = scores.iter().map(|s| record(s.index, s.score)).collect();

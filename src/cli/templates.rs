@@ -58,7 +58,7 @@ pub fn run(args: TemplatesArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} already holds templates ({} exists); pass --force to replace them", args.out.display(), existing.display());
     }
 
-    let mut mesh = sam6d::io::ply::read_ply(&args.cad).with_context(|| format!("loading CAD model {}", args.cad.display()))?;
+    let mut mesh = sam6d::geometry::ply::read_ply(&args.cad).with_context(|| format!("loading CAD model {}", args.cad.display()))?;
     if args.cad_unit == CadUnit::M {
         for v in &mut mesh.vertices {
             *v *= 1000.0;

@@ -128,7 +128,7 @@ fn render_png(scene: &VizScene, view: ViewKind, instance: usize, w: u32, h: u32,
     let img = viz::kiss::render_image(scene, view, instance, w, h)?;
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
-    sam6d::io::results::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    sam6d::results::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("{} instance(s) of {} -> {} ({w}x{h})", scene.instances.len(), scene.label, out.display());
     Ok(())
 }

@@ -192,7 +192,7 @@ impl ModelsDir {
 
     pub fn load(&self, obj_id: u32) -> Result<EvalModel> {
         let path = self.ply_path(obj_id);
-        let mesh = crate::io::ply::read_ply(&path).with_context(|| format!("model of object {obj_id}"))?;
+        let mesh = crate::geometry::ply::read_ply(&path).with_context(|| format!("model of object {obj_id}"))?;
         if mesh.vertices.is_empty() {
             bail!("{} has no vertices", path.display());
         }

@@ -844,7 +844,7 @@ mod tests {
         std::fs::write(scene_dir.join("scene_gt.json"), serde_json::json!({"1": gt, "2": gt}).to_string()).unwrap();
         std::fs::write(scene_dir.join("scene_camera.json"), serde_json::json!({"1": cam, "2": cam}).to_string()).unwrap();
         let m = square_model();
-        crate::io::ply::write_ascii_ply(&m.mesh, &models_dir.join("obj_000001.ply")).unwrap();
+        crate::geometry::ply::write_ascii_ply(&m.mesh, &models_dir.join("obj_000001.ply")).unwrap();
         std::fs::write(models_dir.join("models_info.json"), serde_json::json!({"1": {"diameter": m.diameter}}).to_string()).unwrap();
         let z = SQ_GT_Z + 25.0;
         let csv = format!("scene_id,im_id,obj_id,score,R,t,time\n1,1,1,1,1 0 0 0 1 0 0 0 1,0 0 {z},-1\n1,2,1,1,1 0 0 0 1 0 0 0 1,0 0 {z},-1\n");

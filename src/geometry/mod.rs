@@ -3,10 +3,14 @@ pub mod cloud;
 pub mod grid;
 pub mod mesh;
 pub mod metrics;
+pub mod ply;
 pub mod pose;
+pub mod proposal;
+pub mod shapes;
 
 pub use mesh::Mesh;
 pub use pose::Pose;
+pub use proposal::Proposal;
 
 /// Points and normals are `f32` (memory and speed); poses are `f64`.
 pub type Vec3 = nalgebra::Vector3<f32>;

@@ -1,11 +1,8 @@
 //! Reading what users give us: images, depth maps, camera intrinsics, CAD models, and writing results.
 //! Every failure is an [`InputError`] that names the file or field and what was expected.
 pub mod camera;
-pub mod detections;
 pub mod image;
 pub mod pickle_ops;
-pub mod ply;
-pub mod results;
 
 pub use camera::Camera;
 pub use image::DepthMm;

@@ -1,5 +1,5 @@
 //! Python pickle opcodes (protocols 0–5), shared by the wire-protocol decoder
-//! ([`crate::protocol::pickle`]) and the checkpoint reader ([`crate::weights`]).
+//! (`protocol::pickle`) and the checkpoint reader (`weights::unpickle`), which sit above it.
 pub const MARK: u8 = b'(';
 pub const STOP: u8 = b'.';
 pub const POP: u8 = b'0';

@@ -24,7 +24,7 @@ pub struct ObjectModel {
 
 impl ObjectModel {
     pub fn load(path: &Path, unit: CadUnit) -> anyhow::Result<ObjectModel> {
-        let mut mesh = crate::io::ply::read_ply(path).with_context(|| format!("loading CAD model {}", path.display()))?;
+        let mut mesh = crate::geometry::ply::read_ply(path).with_context(|| format!("loading CAD model {}", path.display()))?;
         if unit == CadUnit::M {
             for v in &mut mesh.vertices {
                 *v *= 1000.0;

@@ -4,7 +4,7 @@
 //! the segmenter proposed and what was kept.
 use super::font;
 use super::overlay::instance_color;
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use image::{GenericImage, Rgb, RgbImage};
 
 /// Weight of the mask colour over the grey image (SAM-6D blends its masks at one half).

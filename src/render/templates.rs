@@ -378,7 +378,7 @@ mod tests {
     use super::*;
 
     fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> Mesh {
-        let mut m = crate::synth::shapes::cuboid(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
+        let mut m = crate::geometry::shapes::cuboid(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
         let c = Vec3::new(lo[0] + hi[0], lo[1] + hi[1], lo[2] + hi[2]) * 0.5;
         for v in &mut m.vertices {
             *v += c;

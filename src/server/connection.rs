@@ -6,7 +6,8 @@
 //! longer be trusted to be in step.
 use super::worker::{Done, Job, SubmitError};
 use super::{Shared, Stats};
-use crate::io::{self, results, Camera};
+use crate::io::{self, Camera};
+use crate::results;
 use crate::pipeline::Frame;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::message::{self, ErrorCode, InferenceRequest, Request};

@@ -4,7 +4,7 @@
 use super::noise::DepthNoise;
 use super::rng::Rng;
 use super::scene::{generate, NamedMesh, SceneSpec, SceneTarget, SyntheticFrame};
-use super::shapes;
+use crate::geometry::shapes;
 use rayon::prelude::*;
 
 /// Procedural targets without rotational symmetries (so MSSD/MSPD need no symmetry handling):

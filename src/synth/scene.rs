@@ -9,7 +9,7 @@
 //! placements that would leave a target less than `min_visible` visible are redrawn.
 use super::noise::{self, DepthNoise, NORMAL_JUMP};
 use super::rng::Rng;
-use super::shapes;
+use crate::geometry::shapes;
 use crate::geometry::{Mesh, Pose, Vec3};
 use crate::io::{Camera, DepthMm};
 use crate::render::raster::{render_depth, render_multi};

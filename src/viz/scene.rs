@@ -94,7 +94,7 @@ impl VizScene {
         let depth = io::image::read_depth(need(&rec.depth, "depth image", "--depth")?, camera.depth_scale)?;
         io::image::check_same_size(&rgb, &depth)?;
         let cad_path = need(&rec.cad, "CAD model", "--cad")?;
-        let mut mesh = io::ply::read_ply(cad_path).with_context(|| format!("loading CAD model {}", cad_path.display()))?;
+        let mut mesh = crate::geometry::ply::read_ply(cad_path).with_context(|| format!("loading CAD model {}", cad_path.display()))?;
         anyhow::ensure!(!mesh.faces.is_empty(), "CAD model {}: no faces (a triangle mesh is needed to draw it)", cad_path.display());
         let mut diameter = mesh.diameter();
         anyhow::ensure!(diameter > 0.0 && diameter.is_finite(), "CAD model {}: degenerate (no extent)", cad_path.display());

@@ -5,7 +5,8 @@ use super::frames::{Cameras, FrameInput, Listing};
 use super::{usage_error, InferArgs};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use sam6d::io::{self, results::round3};
+use sam6d::io;
+use sam6d::results::{self, round3};
 use sam6d::pipeline::{Estimate, Frame, ObjectModel, Options, Pipeline};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -47,7 +48,7 @@ pub fn run(args: &InferArgs, listing: Listing) -> anyhow::Result<()> {
     anyhow::ensure!(!frames.is_empty(), "no colour/depth pairs found (pairs are matched by file name; see the warning above)");
 
     let cad = args.cad.as_deref().expect("clap requires --cad");
-    let obj_id = args.obj_id.or_else(|| cad.file_stem().and_then(|s| io::results::obj_id_from_stem(&s.to_string_lossy())));
+    let obj_id = args.obj_id.or_else(|| cad.file_stem().and_then(|s| results::obj_id_from_stem(&s.to_string_lossy())));
     if args.bop_csv.is_some() {
         if obj_id.is_none() {
             usage_error(format!("--bop-csv needs an object id: the CAD file name {} has no digits (like obj_000005.ply); pass --obj-id N", cad.display()));
@@ -217,7 +218,7 @@ fn process(f: &FrameInput, ctx: &Ctx) -> Outcome {
         let frame = Frame::new(rgb, depth, camera).with_context(|| format!("{} and {}", f.rgb.display(), depth_path.display()))?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
         let est = ctx.pipeline.estimate(&frame, &ctx.model)?;
-        let mut out = io::results::estimate_json(&est, &ctx.model.name, &frame, &ctx.pipeline.name(), &ctx.device);
+        let mut out = results::estimate_json(&est, &ctx.model.name, &frame, &ctx.pipeline.name(), &ctx.device);
         out.insert("load_ms".into(), json!({"inputs": round3(load_ms), "model": round3(ctx.model_ms)}));
         if let (Some(dir), Some(_)) = (ctx.output_dir, &est.ism) {
             // SAM-6D's detection_ism.json of this frame, with the BOP ids when the frame has them.
@@ -276,14 +277,14 @@ impl Sinks {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
-            let tmp = io::results::tmp_path(path);
+            let tmp = results::tmp_path(path);
             let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
             Ok((std::io::BufWriter::new(file), path.to_path_buf()))
         };
         let jsonl = args.jsonl.as_deref().map(create).transpose()?;
         let mut csv = args.bop_csv.as_deref().map(create).transpose()?;
         if let Some((w, _)) = &mut csv {
-            writeln!(w, "{}", io::results::BOP_CSV_HEADER)?;
+            writeln!(w, "{}", results::BOP_CSV_HEADER)?;
         }
         Ok(Sinks { jsonl, csv, json_files: 0 })
     }
@@ -292,14 +293,14 @@ impl Sinks {
         let line = serde_json::to_string(&o.record)?;
         if let Some(dir) = &args.output_dir {
             let path = json_path(dir, f);
-            io::results::write_atomic(&path, (line.clone() + "\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            results::write_atomic(&path, (line.clone() + "\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             self.json_files += 1;
         }
         if let Some((w, path)) = &mut self.jsonl {
             writeln!(w, "{line}").with_context(|| format!("writing {}", path.display()))?;
         }
         if let (Some((w, path)), Some(est)) = (&mut self.csv, &o.est) {
-            let rows = io::results::bop_csv_rows(f.scene_id.unwrap_or(0), f.im_id.unwrap_or(0), obj_id, est, o.time_s);
+            let rows = results::bop_csv_rows(f.scene_id.unwrap_or(0), f.im_id.unwrap_or(0), obj_id, est, o.time_s);
             w.write_all(rows.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         }
         if args.format.is_some() {
@@ -318,7 +319,7 @@ impl Sinks {
             written.push(format!("{} JSON file(s)", self.json_files));
         }
         for (w, path) in [self.jsonl, self.csv].into_iter().flatten() {
-            let tmp = io::results::tmp_path(&path);
+            let tmp = results::tmp_path(&path);
             w.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path).with_context(|| format!("moving {} to {}", tmp.display(), path.display()))?;
             written.push(path.display().to_string());

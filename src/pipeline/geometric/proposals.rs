@@ -9,7 +9,7 @@
 //! dilated so that edge pixels keep their neighbours for normal estimation, is the region the
 //! pose search looks at; render-and-compare verification still sees the whole depth image.
 use crate::io::{Camera, DepthMm};
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 
 /// A box side may exceed the diameter by this factor: perspective and the median depth (the
 /// middle of the object, not its front) both stretch it.

@@ -6,7 +6,7 @@
 //! compare against crops made by the reference code itself (`scripts/gen_ism_fixtures.py`).
 //! Every crop is one gather: the source pixel of each of the 224×224 outputs is worked out
 //! here, and a tensor gathers them (on the CPU or the GPU) in one operation.
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 

@@ -11,7 +11,7 @@ pub mod dinov2;
 pub mod score;
 
 use crate::device::{Device, Precision};
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use crate::pipeline::{Frame, ObjectModel};
 use crate::render::templates;
 use anyhow::Context;
@@ -250,7 +250,7 @@ mod tests {
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let dino = Dinov2::new(&vs.root(), &dinov2::Dinov2Config::custom(32, 1, 2, 16, false));
         let ism = Ism::from_network(dino, IsmConfig { dino: DinoKind::VitS14, ..IsmConfig::default() }, PathBuf::from("random"));
-        let sheet = crate::synth::shapes::cuboid(60.0, 40.0, 0.0);
+        let sheet = crate::geometry::shapes::cuboid(60.0, 40.0, 0.0);
         let edge_on: Vec<bool> = templates::render_templates(&sheet).iter().map(|v| !v.mask.contains(&true)).collect();
         assert!(edge_on.contains(&true) && edge_on.contains(&false));
         let t = ism.templates(&ObjectModel::from_mesh("sheet", sheet).unwrap(), None).unwrap();

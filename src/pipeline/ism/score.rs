@@ -9,7 +9,7 @@
 //! the parity tests run the reference's own functions (`scripts/gen_ism_fixtures.py`).
 use super::descriptors::{sam_box, Descriptors};
 use crate::io::{Camera, DepthMm};
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use nalgebra::Matrix3;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};

@@ -9,7 +9,7 @@
 use super::inputs::{self, PointSampler, SeededSampler};
 use super::model::{Pem, PemBatch};
 use crate::geometry::Pose;
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use crate::pipeline::{Frame, ObjectModel};
 use crate::pipeline::ism::cache;
 use crate::render::templates;
@@ -160,7 +160,7 @@ mod tests {
     fn template_data_is_cached_by_mesh_and_weights() {
         tch::manual_seed(0);
         let pem = small_pem();
-        let model = ObjectModel::from_mesh("box", crate::synth::shapes::cuboid(60.0, 40.0, 30.0)).unwrap();
+        let model = ObjectModel::from_mesh("box", crate::geometry::shapes::cuboid(60.0, 40.0, 30.0)).unwrap();
         let dir = std::env::temp_dir().join(format!("sam6d-pem-cache-{}", std::process::id()));
         let weights = dir.join("weights.safetensors");
         std::fs::create_dir_all(&dir).unwrap();
@@ -187,7 +187,7 @@ mod tests {
         assert!(diff(&fresh.dense_fo, &made.dense_fo) > 1e-4);
         assert_eq!(entries(), 2);
         // Another mesh is another entry.
-        let other = ObjectModel::from_mesh("box2", crate::synth::shapes::cuboid(61.0, 40.0, 30.0)).unwrap();
+        let other = ObjectModel::from_mesh("box2", crate::geometry::shapes::cuboid(61.0, 40.0, 30.0)).unwrap();
         object_data_cached(&pem, &weights, &other, Some(&dir)).unwrap();
         assert_eq!(entries(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -197,7 +197,7 @@ mod tests {
     fn a_flat_part_seen_edge_on_in_some_views_still_has_template_data() {
         tch::manual_seed(0);
         let pem = small_pem();
-        let sheet = crate::synth::shapes::cuboid(60.0, 40.0, 0.0);
+        let sheet = crate::geometry::shapes::cuboid(60.0, 40.0, 0.0);
         let views = templates::render_templates(&sheet);
         assert!(views.iter().any(|v| !v.mask.contains(&true)), "some view sees the sheet edge-on");
         let model = ObjectModel::from_mesh("sheet", sheet).unwrap();

@@ -8,7 +8,7 @@
 //! as SAM-6D runs it.
 use super::amg;
 use super::model::{Embedding, Sam};
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use image::RgbImage;
 use std::borrow::Cow;
 use std::time::Instant;

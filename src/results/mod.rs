@@ -1,7 +1,9 @@
 //! Result files. The JSON has the shape of the server's response `data` (rotation, translation,
 //! pose_scores as plain nested lists) plus context a script wants: object, image size, timings.
+pub mod detections;
+
 use crate::pipeline::ism::score::IsmScores;
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use crate::pipeline::{Estimate, Frame};
 use serde_json::{json, Map, Value};
 

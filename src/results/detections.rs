@@ -6,7 +6,7 @@
 //! because the reference's consumers expect it), `score`, `time` and `segmentation`, an
 //! uncompressed COCO RLE of the mask in column-major (Fortran) order whose first count is the
 //! number of leading zeros.
-use crate::pipeline::segment::Proposal;
+use crate::geometry::Proposal;
 use serde::{Deserialize, Serialize};
 
 /// One detection in the reference's layout.

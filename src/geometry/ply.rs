@@ -6,14 +6,14 @@
 //! - parse each element straight into small structs (no per-vertex hash maps), skipping unknown
 //!   elements and properties;
 //! - validate what the pipeline relies on (x/y/z present and finite, face indices in range).
-use super::InputError;
-use crate::geometry::{Mesh, Vec3};
+use super::{Mesh, Vec3};
+use crate::io::InputError;
 use ply_rs_bw::parser::{ParseError, Parser, Reader};
 use ply_rs_bw::ply::{ElementDef, Encoding, Header, Property, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType};
 use std::path::Path;
 
 pub fn read_ply(path: &Path) -> Result<Mesh, InputError> {
-    let bytes = super::read_file(path)?;
+    let bytes = crate::io::read_file(path)?;
     parse_ply(&bytes, &path.display().to_string())
 }
 

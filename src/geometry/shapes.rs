@@ -3,7 +3,7 @@
 //!
 //! Surfaces of revolution (cylinder, cone, mug body) come from one [`lathe`]; flat parts get
 //! their own vertices so that normals stay sharp across edges.
-use crate::geometry::{Mesh, Vec3};
+use super::{Mesh, Vec3};
 use std::f32::consts::{PI, TAU};
 
 /// Builder: appends vertices with normals and faces.
