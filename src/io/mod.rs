@@ -2,7 +2,7 @@
 //! Every failure is an [`InputError`] that names the file or field and what was expected.
 pub mod camera;
 pub mod image;
-pub mod pickle_ops;
+pub mod pickle;
 
 pub use camera::Camera;
 pub use image::DepthMm;
