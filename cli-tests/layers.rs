@@ -53,3 +53,16 @@ fn lower_layers_never_import_higher_ones() {
     }
     assert!(problems.is_empty(), "imports that run up the layers:\n{}", problems.join("\n"));
 }
+
+/// The PEM's parts sit below its model: a part that the model uses must not use the model.
+#[test]
+fn pem_parts_do_not_use_the_model_that_uses_them() {
+    let pem = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pipeline/pem");
+    let model = std::fs::read_to_string(pem.join("model.rs")).unwrap();
+    let parts: Vec<&str> = model.lines().filter_map(|l| l.strip_prefix("use super::")).map(|rest| rest.split([':', ';']).next().unwrap()).collect();
+    assert!(parts.len() >= 5, "model.rs uses {parts:?}");
+    for part in parts {
+        let text = std::fs::read_to_string(pem.join(format!("{part}.rs"))).unwrap();
+        assert!(!text.contains("super::model"), "pipeline/pem/{part}.rs uses the model, which uses it");
+    }
+}

@@ -65,7 +65,7 @@ impl FinePointMatching {
         let kind = f1.kind();
         let mut f1 = with_bg_token(&self.bg_token, &(self.in_proj.forward(f1) + self.pe.forward(&p1_model).to_kind(kind)));
         // The template side is the same object for every detection: encode its positions once.
-        let pe2 = super::model::once_per_object(&[p2], |rows| self.pe.forward(&rows[0]));
+        let pe2 = super::shared::once_per_object(&[p2], |rows| self.pe.forward(&rows[0]));
         let mut f2 = with_bg_token(&self.bg_token, &(self.in_proj.forward(f2) + pe2.to_kind(kind)));
         for block in &self.transformers {
             (f1, f2) = block.forward(&f1, &f2, fps_idx1, fps_idx2, geo1, geo2);

@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod model;
 pub mod point_ops;
 pub mod pose_solver;
+pub mod shared;
 pub mod stage;
 pub mod positional_encoding;
 pub mod transformer;
