@@ -46,9 +46,14 @@ pub fn run(args: PingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `d[k]` as text: strings without quotes, other values as JSON, `?` when absent.
+fn field(d: &Value, k: &str) -> String {
+    d.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)).unwrap_or_else(|| "?".into())
+}
+
 /// One line a person reads: what the server runs and how busy it has been.
 fn describe(d: &Value) -> String {
-    let s = |k: &str| d.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)).unwrap_or_else(|| "?".into());
+    let s = |k: &str| field(d, k);
     let models: Vec<String> = d
         .get("models")
         .and_then(Value::as_array)
@@ -64,10 +69,7 @@ fn describe(d: &Value) -> String {
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .map(|w| {
-                    let f = |k: &str| w.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)).unwrap_or_else(|| "?".into());
-                    format!("{} {} {} {} done", f("id"), f("device"), f("state"), f("done"))
-                })
+                .map(|w| format!("{} {} {} {} done", field(w, "id"), field(w, "device"), field(w, "state"), field(w, "done")))
                 .collect()
         })
         .unwrap_or_default();

@@ -186,22 +186,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         for model in &models {
             pipeline.prepare(model).with_context(|| format!("worker {i} on {device}: preparing the templates of {}", model.name))?;
         }
-        pipelines.push((pipeline, device));
+        pipelines.push(pipeline);
     }
-    let pipeline_name = pipelines[0].0.name().to_string();
+    let pipeline_name = pipelines[0].name().to_string();
     if camera.is_none() && !args.bench_noop {
         tracing::warn!("no --cam / CAM_PATH: every request must carry 'cam_K' (and 'depth_scale')");
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let loaded = Loaded { models, camera, devices: devices.clone(), pipeline: pipeline_name };
-    let workers = if devices.len() == 1 { String::new() } else { format!("; {} workers", devices.len()) };
+    let worker_threads = worker_threads(args.threads_per_worker, devices.len());
+    let loaded = Loaded { models, camera, devices, pipeline: pipeline_name };
+    let workers = if loaded.devices.len() == 1 { String::new() } else { format!("; {} workers", loaded.devices.len()) };
     let summary = format!("{} model(s): {}; pipeline {}; device {}{workers}", names.len(), if names.is_empty() { "-".into() } else { names.join(", ") }, loaded.pipeline, loaded.device_names());
 
     let config = Config {
         max_frame_bytes: args.max_frame_bytes,
         read_timeout: (args.read_timeout > 0.0).then(|| Duration::from_secs_f64(args.read_timeout)),
         queue_size: args.queue_size as usize,
-        worker_threads: worker_threads(args.threads_per_worker, devices.len()),
+        worker_threads,
         max_connections: args.max_connections as usize,
         shutdown_token: args.shutdown_token.filter(|t| !t.is_empty()),
         bench_noop: args.bench_noop,

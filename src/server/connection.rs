@@ -170,7 +170,7 @@ fn status(shared: &Shared) -> Map<String, Value> {
             .enumerate()
             .map(|(id, w)| {
                 let (done, failed) = w.counts();
-                json!({"id": id, "device": w.device.to_string(), "state": if w.is_busy() { "busy" } else { "idle" }, "done": done, "errors": failed})
+                json!({"id": id, "device": loaded.devices[id].to_string(), "state": if w.is_busy() { "busy" } else { "idle" }, "done": done, "errors": failed})
             })
             .collect();
         m.insert("workers".into(), Value::Array(workers));
@@ -239,7 +239,7 @@ fn inference(r: &InferenceRequest<'_>, shared: &Shared) -> Reply {
         }
         Err(SubmitError::Closed) => return Reply::err(ErrorCode::ShuttingDown, "the server is shutting down"),
     }
-    let Ok(Done { frame, result, queue_ms, worker, device }) = rx.recv() else {
+    let Ok(Done { frame, result, queue_ms, worker }) = rx.recv() else {
         return Reply::err(ErrorCode::Internal, "the pipeline worker stopped before answering");
     };
     let est = match result {
@@ -248,7 +248,7 @@ fn inference(r: &InferenceRequest<'_>, shared: &Shared) -> Reply {
     };
     let n = shared.stats.inferences.fetch_add(1, Ordering::Relaxed) + 1;
     let model = &loaded.models[model];
-    let mut data = results::estimate_json(&est, &model.name, &frame, &loaded.pipeline, &device.to_string());
+    let mut data = results::estimate_json(&est, &model.name, &frame, &loaded.pipeline, &loaded.devices[worker].to_string());
     data.insert("worker".into(), json!(worker));
     data.insert("queue_ms".into(), json!(results::round3(queue_ms)));
     data.insert("decode_ms".into(), json!(results::round3(decode_ms)));

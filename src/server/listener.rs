@@ -4,7 +4,6 @@
 use super::shutdown::Shutdown;
 use super::worker::Pool;
 use super::{connection, Config, Loaded, Shared, Stats};
-use crate::device::Device;
 use crate::pipeline::Pipeline;
 use crate::protocol::message::{self, ErrorCode};
 use anyhow::Context;
@@ -41,15 +40,16 @@ impl Server {
         Ok(listener)
     }
 
-    /// Starts one pipeline worker per pipeline (each with the device it was loaded on) around
-    /// what was loaded. After this, `run` serves.
-    pub fn new(listener: TcpListener, config: Config, loaded: Loaded, pipelines: Vec<(Pipeline, Device)>) -> anyhow::Result<Server> {
+    /// Starts one pipeline worker per pipeline, `pipelines[i]` loaded on `loaded.devices[i]`,
+    /// around what was loaded. After this, `run` serves.
+    pub fn new(listener: TcpListener, config: Config, loaded: Loaded, pipelines: Vec<Pipeline>) -> anyhow::Result<Server> {
         let local = listener.local_addr()?;
         let loaded = Arc::new(loaded);
         let workers = if config.bench_noop {
             None
         } else {
             anyhow::ensure!(!pipelines.is_empty(), "a server needs at least one pipeline worker");
+            anyhow::ensure!(pipelines.len() == loaded.devices.len(), "{} pipelines for {} devices", pipelines.len(), loaded.devices.len());
             Some(Pool::spawn(pipelines, loaded.clone(), config.queue_size, config.worker_threads).context("starting the pipeline workers")?)
         };
         let shared = Shared {

@@ -2,7 +2,6 @@
 //! threads takes the next one when it is free. Each worker owns its pipeline, loaded once on
 //! its device (one GPU each, or the CPU), and answers every job on the job's own channel, so
 //! answers cannot be mixed up however the workers interleave.
-use crate::device::Device;
 use crate::pipeline::{Estimate, Frame, Options, Pipeline};
 use super::Loaded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,9 +23,8 @@ pub struct Done {
     pub result: Result<Estimate, String>,
     /// Time spent waiting in the queue.
     pub queue_ms: f64,
-    /// Which worker ran it, and on what device.
+    /// Which worker ran it (its device is `Loaded::devices[worker]`).
     pub worker: usize,
-    pub device: Device,
 }
 
 pub enum SubmitError {
@@ -37,8 +35,8 @@ pub enum SubmitError {
 }
 
 /// What `ping` reports about one worker.
+#[derive(Default)]
 pub struct WorkerState {
-    pub device: Device,
     busy: AtomicBool,
     done: AtomicU64,
     failed: AtomicU64,
@@ -66,18 +64,18 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// One worker thread per pipeline, `pipelines[i].1` being the device it was loaded on. With
+    /// One worker thread per pipeline, `pipelines[i]` loaded on `loaded.devices[i]`. With
     /// `threads`, each worker runs its pipeline's parallel parts on its own pool of that many
     /// threads (CPU workers: N workers × cores/N threads beat N workers sharing every core);
     /// without, all workers share the process's pool.
-    pub fn spawn(pipelines: Vec<(Pipeline, Device)>, loaded: Arc<Loaded>, capacity: usize, pool_threads: Option<usize>) -> std::io::Result<Pool> {
+    pub fn spawn(pipelines: Vec<Pipeline>, loaded: Arc<Loaded>, capacity: usize, pool_threads: Option<usize>) -> std::io::Result<Pool> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let queue: Queue = Arc::new(Mutex::new(rx));
         let waiting = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         let mut states = Vec::new();
-        for (id, (pipeline, device)) in pipelines.into_iter().enumerate() {
-            let state = Arc::new(WorkerState { device, busy: AtomicBool::new(false), done: AtomicU64::new(0), failed: AtomicU64::new(0) });
+        for (id, pipeline) in pipelines.into_iter().enumerate() {
+            let state = Arc::new(WorkerState::default());
             let (queue, loaded, waiting, mine) = (queue.clone(), loaded.clone(), waiting.clone(), state.clone());
             let own = match pool_threads {
                 Some(n) => Some(
@@ -90,9 +88,12 @@ impl Pool {
                 None => None,
             };
             let name = format!("worker-{id}");
-            let work = move || match own {
-                Some(pool) => pool.install(|| run(id, pipeline, &loaded, &queue, &waiting, &mine)),
-                None => run(id, pipeline, &loaded, &queue, &waiting, &mine),
+            let work = move || {
+                let serve = || run(id, pipeline, &loaded, &queue, &waiting, &mine);
+                match own {
+                    Some(pool) => pool.install(serve),
+                    None => serve(),
+                }
             };
             threads.push(std::thread::Builder::new().name(name).spawn(work)?);
             states.push(state);
@@ -165,13 +166,14 @@ fn run(id: usize, pipeline: Pipeline, loaded: &Loaded, queue: &Queue, waiting: &
         }
         state.busy.store(false, Ordering::Relaxed);
         // The client may have gone; then nobody waits for this answer.
-        let _ = job.reply.send(Done { frame: job.frame, result, queue_ms, worker: id, device: state.device });
+        let _ = job.reply.send(Done { frame: job.frame, result, queue_ms, worker: id });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Device;
     use crate::io::{image::{DepthMm, RgbImage}, Camera};
 
     fn frame() -> Frame {
@@ -184,7 +186,7 @@ mod tests {
     #[test]
     fn a_panicking_job_is_answered_and_the_workers_keep_serving() {
         let loaded = Arc::new(Loaded { models: Vec::new(), camera: None, devices: vec![Device::Cpu; 2], pipeline: "geometric".into() });
-        let pipelines = (0..2).map(|_| (Pipeline::new(Options::default()), Device::Cpu)).collect();
+        let pipelines = (0..2).map(|_| Pipeline::new(Options::default())).collect();
         let pool = Pool::spawn(pipelines, loaded, 8, Some(1)).unwrap();
         let replies: Vec<_> = (0..6)
             .map(|_| {

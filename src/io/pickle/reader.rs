@@ -13,7 +13,6 @@ pub enum ReadError {
     Malformed { op: &'static str, at: usize, msg: String },
 }
 
-
 /// One opcode with its argument read (payloads as slices of the input, not yet validated).
 /// What a value is made of, never what it means: each decoder's policy decides that.
 #[derive(Clone, Copy, Debug)]
