@@ -145,7 +145,7 @@ pub struct Scores {
     pub hits_mspd: Vec<usize>,
     /// Targets in images with a depth image (and a model with faces): the ones VSD scores.
     pub vsd_targets: usize,
-    /// VSD recall by [τ][θ], τ and θ 0.05 … 0.50 (τ × diameter); NaN when no VSD target.
+    /// VSD recall by `[τ][θ]`, τ and θ 0.05 … 0.50 (τ × diameter); NaN when no VSD target.
     pub recall_vsd: Vec<Vec<f64>>,
     pub hits_vsd: Vec<Vec<usize>>,
     /// ADD < 0.1 d.

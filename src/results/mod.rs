@@ -7,8 +7,8 @@ use crate::geometry::Proposal;
 use crate::pipeline::{Estimate, Frame};
 use serde_json::{json, Map, Value};
 
-/// The `data` dict of the server response: {"rotation": [3×3]…, "translation": [[x,y,z]]…,
-/// "pose_scores": […]}, best first, millimetres.
+/// The `data` dict of the server response: `{"rotation": [3×3]…, "translation":
+/// [[x,y,z]]…, "pose_scores": […]}`, best first, millimetres.
 pub fn pose_lists(est: &Estimate) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("rotation".into(), est.poses.iter().map(|p| json!(p.pose.rotation_rows())).collect());

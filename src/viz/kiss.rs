@@ -3,7 +3,7 @@
 //! first and also turn any panic inside it into an error, so the CLI never panics.
 //!
 //! kiss3d's world is OpenGL-like (y up, the camera looks down −z); ours is OpenCV (y down,
-//! z forward). Everything crosses over through [`gl`]: (x, y, z) → (x, −y, −z), a rotation
+//! z forward). Everything crosses over through `gl`: (x, y, z) → (x, −y, −z), a rotation
 //! (det +1), so model poses stay rigid.
 use super::results::FrameRecord;
 use super::scene::{View, ViewKind, VizScene};

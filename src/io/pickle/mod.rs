@@ -1,4 +1,6 @@
-//! Python pickles at the byte level: the opcodes (protocols 0–5) and one reader of them, shared
-//! by the wire protocol's decoder and the checkpoint reader, which each add their policy.
+//! Python pickles at the byte level: the opcodes (protocols 0–5), one reader of them, and one
+//! restricted machine that runs them under a policy. The wire protocol's decoder (plain data)
+//! and the checkpoint reader (tensors) are the two policies.
+pub mod machine;
 pub mod ops;
 pub mod reader;

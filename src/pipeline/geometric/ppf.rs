@@ -144,7 +144,7 @@ fn spread_step(frac: f32, band: f32, bin: usize, bins: usize) -> i8 {
     (frac > 1.0 - band && bin + 1 < bins) as i8 - (frac < band && bin > 0) as i8
 }
 
-/// The voting accumulator (model point × two turns of α bins, see [`Entry`]; left zeroed after
+/// The voting accumulator (model point × two turns of α bins, see `Entry`; left zeroed after
 /// each vote), its turns summed (model point × α bin) and the neighbour list: reused across
 /// references to avoid allocating in the hot loop.
 pub struct VoteScratch {

@@ -58,7 +58,7 @@ fn pad(v: Vec<i64>, target: i64) -> Vec<i64> {
 /// Where each row and column of the 224×224 crop of `bbox` comes from in a `width × height`
 /// image (absolute indices; −1 = zero padding), as `CropResizePad`:
 /// - size = (x1 − x0, y1 − y0); scale = 224 / max(size) in float32 as torch computes it (Q5,
-///   [`crop_scale`]);
+///   `crop_scale`);
 /// - nearest resize of rows y0..y1−1, columns x0..x1−1 by that scale: out = floor(in · scale), so
 ///   the long side is 223 for many sizes (Q5);
 /// - zero padding to 224×224, centred, when the resized crop is not square;
@@ -208,7 +208,7 @@ fn mask_box(mask: &[bool], width: usize) -> Option<[i64; 4]> {
 /// edge-on: an empty or too thin mask) gets a blank image and an empty mask, so the indices
 /// still follow the views; [`blank_views`] names them. The reference fails on such views.
 ///
-/// `normalize == false` reproduces Q1: the reference's custom script feeds templates in [0,1]
+/// `normalize == false` reproduces Q1: the reference's custom script feeds templates in `[0, 1]`
 /// **without** ImageNet normalisation (black background and padding) while queries are
 /// normalised. `normalize == true` is the fix: ImageNet-normalised, then masked, like the queries.
 pub fn template_batch(rgbs: &[image::RgbImage], masks: &[Vec<bool>], normalize: bool, device: Device) -> Result<(Tensor, Tensor)> {

@@ -166,7 +166,7 @@ pub fn resize_choose(crop_index: usize, bbox: [usize; 4]) -> i64 {
 /// One prepared point set with its image: a template view or a detection.
 #[derive(Debug)]
 pub struct PreparedInput {
-    /// (3, 224, 224) f32, normalised BGR (see [`network_image`]).
+    /// (3, 224, 224) f32, normalised BGR (see `network_image`).
     pub rgb: Tensor,
     /// Sampled points, metres (template: model frame; detection: camera frame).
     pub pts: Vec<[f32; 3]>,

@@ -1,22 +1,23 @@
 //! Safe decoding of Python pickles: plain data only, never code.
 //!
-//! The peers that send us pickles are untrusted, so this is not an unpickler: it is a small
-//! stack machine that understands the opcodes Python's `pickle.dumps` (protocols 0 to 5) uses
-//! for `dict`, `list`, `tuple`, `str`, `bytes`, `bytearray`, `int`, `float`, `bool` and `None`,
-//! and refuses everything else (class instances, sets, out-of-band buffers, any global other
-//! than the three data constructors below) with an error that names what it saw.
+//! The peers that send us pickles are untrusted, so this is not an unpickler: it is the wire
+//! policy (`decoder::Plain`) on the shared restricted machine (`io::pickle::machine`, which
+//! owns the stack, MARKs, memo, budget and the refusal of unknown globals). It understands the
+//! opcodes Python's `pickle.dumps` (protocols 0 to 5) uses for `dict`, `list`, `tuple`, `str`,
+//! `bytes`, `bytearray`, `int`, `float`, `bool` and `None`, and refuses everything else (class
+//! instances, sets, out-of-band buffers, any global other than the three data constructors
+//! below) with an error that names what it saw.
 //!
 //! * **Nothing is ever called.** Protocols 0 to 2 cannot write `bytes` natively, so Python
 //!   writes `_codecs.encode('<latin-1 text>', 'latin1')`, `bytes()` and `bytearray(...)` as a
 //!   GLOBAL and a REDUCE. Those three constructors are recognised by name and evaluated here,
 //!   with their argument types checked exactly; any other GLOBAL/STACK_GLOBAL is refused on
-//!   sight, before its REDUCE.
-//! * **No recursion.** Decoding is one loop over the opcodes with an explicit value stack and
-//!   mark stack. Each value carries its nesting height and node count, updated as containers
-//!   grow, so the depth limit ([`Limits::max_depth`]) is enforced as the input is read: a
-//!   10 000-deep list is an error at level 33, not a stack overflow. (The depth limit also
-//!   keeps the compiler-generated `Drop`/`Clone` of [`Value`] shallow.)
-//! * **Bounded work.** Shared references (memo GETs) are materialised as copies, and every
+//!   sight by the machine, before its REDUCE.
+//! * **No recursion.** Each value carries its nesting height and node count, updated as
+//!   containers grow, so the depth limit ([`Limits::max_depth`]) is enforced as the input is
+//!   read: a 10 000-deep list is an error at level 33, not a stack overflow. (The depth limit
+//!   also keeps the compiler-generated `Drop`/`Clone` of [`Value`] shallow.)
+//! * **Bounded work.** Shared references (memo GETs, DUP) are materialised as copies, and every
 //!   node created, copies included, counts against [`Limits::max_nodes`], which stops "billion
 //!   laughs" inputs. Bytes copied on behalf of shared references or latin-1 conversions are
 //!   capped at a small multiple of the input size. Declared lengths are checked against the
@@ -26,17 +27,15 @@
 //!   `_codecs.encode(text, 'latin1')` (a protocol-2 image: half its characters are non-ASCII,
 //!   where `std::str::from_utf8` is slow) is checked and converted to bytes in one branch-free
 //!   pass instead.
-//! * **One pre-pass** over the opcodes finds which memo keys are ever read (GET), so that only
-//!   those values are kept for later copies; protocol 4 memoizes every value it writes.
 //!
-//! Python semantics kept: the memo (PUT/GET, MEMOIZE) refers to objects, so a list that is
-//! memoized when it is created and filled afterwards comes back filled at every reference. A
-//! container that is mutated after being shared (which is how recursive structures look)
-//! is refused. Dict keys must be hashable; a repeated key (Python equality, `1 == 1.0 ==
-//! True`) is refused rather than silently resolved.
+//! Python semantics kept: the memo refers to objects, so a list that is memoized when it is
+//! created and filled afterwards comes back filled at every reference. A container that is
+//! mutated after being shared (which is how recursive structures look) is refused. Dict keys
+//! must be hashable; a repeated key (Python equality, `1 == 1.0 == True`) is refused rather than
+//! silently resolved.
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry as MapEntry, RandomState};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 mod decoder;
@@ -129,21 +128,8 @@ pub enum PickleError {
 
 /// Decodes one pickle, which must fill `buf` exactly (bytes after STOP are an error).
 pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Value<'a>, PickleError> {
-    if buf.is_empty() {
-        return Err(PickleError::Empty);
-    }
-    let mut d = Decoder::new(buf, limits);
-    let mut r = Reader::new(buf);
-    while r.more() {
-        let (op, code, at) = r.next()?;
-        if let Some(value) = d.step(op, code, at)? {
-            if r.more() {
-                return Err(PickleError::Trailing(r.left()));
-            }
-            return Ok(value);
-        }
-    }
-    Err(PickleError::NoStop(buf.len()))
+    let max_copied = buf.len().saturating_mul(COPY_FACTOR).saturating_add(COPY_SLACK);
+    machine::run(buf, Plain::new(limits), Budget::new(limits.max_nodes, max_copied))
 }
 
 impl<'a> Value<'a> {
@@ -221,7 +207,8 @@ impl<'a> Value<'a> {
 // Opcodes
 
 use crate::io::pickle::ops as code;
-use crate::io::pickle::reader::{Op, ReadError, Reader};
+use crate::io::pickle::machine::{self, Budget, Fault};
+use crate::io::pickle::reader::{Op, ReadError};
 
 /// The opcode's name in Python's `pickletools`.
 pub(super) fn op_name(c: u8) -> &'static str {

@@ -22,29 +22,13 @@ impl Ctor {
         }
     }
 
-    pub(super) fn lookup(module: &[u8], name: &[u8]) -> Result<Ctor, PickleError> {
+    /// The constructor a GLOBAL names, if it is one of the three.
+    pub(super) fn lookup(module: &[u8], name: &[u8]) -> Option<Ctor> {
         match (module, name) {
-            (b"_codecs", b"encode") => Ok(Ctor::Encode),
-            (b"builtins" | b"__builtin__", b"bytes") => Ok(Ctor::Bytes),
-            (b"builtins" | b"__builtin__", b"bytearray") => Ok(Ctor::ByteArray),
-            _ => {
-                let hint = if module == b"numpy" || module.starts_with(b"numpy.") || module.starts_with(b"torch") {
-                    "; arrays cannot be sent as objects: send arr.tobytes() (with its shape and dtype) instead"
-                } else if matches!(name, b"set" | b"frozenset") {
-                    "; sets are not supported: send a list or tuple instead"
-                } else {
-                    ""
-                };
-                let show = |b: &[u8]| {
-                    let s = String::from_utf8_lossy(b);
-                    if s.chars().count() > 80 {
-                        format!("{}…", s.chars().take(80).collect::<String>())
-                    } else {
-                        s.into_owned()
-                    }
-                };
-                Err(PickleError::Global { module: show(module), name: show(name), hint })
-            }
+            (b"_codecs", b"encode") => Some(Ctor::Encode),
+            (b"builtins" | b"__builtin__", b"bytes") => Some(Ctor::Bytes),
+            (b"builtins" | b"__builtin__", b"bytearray") => Some(Ctor::ByteArray),
+            _ => None,
         }
     }
 }
@@ -134,51 +118,6 @@ impl<'a> Entry<'a> {
         Entry { shared: true, ..Entry::new(self.item.clone(), self.height, self.hashable, self.nodes, self.owned) }
     }
 }
-
-pub(super) enum MemoState<'a> {
-    Unset,
-    /// The object is still on the stack at this position (and may still be growing).
-    Live(usize),
-    /// A copy taken when the object left the stack.
-    Frozen(Entry<'a>),
-}
-
-pub(super) struct MemoSlot<'a> {
-    /// GETs of this key still to come (from the pre-scan).
-    pub(super) remaining: u32,
-    pub(super) state: MemoState<'a>,
-}
-
-/// `len(memo)`, which MEMOIZE uses as its key.
-pub(super) enum MemoLen {
-    /// Only MEMOIZE stores: keys are 0, 1, 2, ...
-    Counter(u32),
-    /// PUT and MEMOIZE mixed: the distinct keys.
-    Keys(HashSet<u32>),
-}
-
-pub(super) struct Budget {
-    pub(super) nodes: usize,
-    pub(super) max_nodes: usize,
-    pub(super) copied: usize,
-    pub(super) max_copied: usize,
-}
-
-impl Budget {
-    #[inline]
-    pub(super) fn charge(&mut self, nodes: usize, copied: usize) -> Result<(), PickleError> {
-        self.nodes = self.nodes.saturating_add(nodes);
-        if self.nodes > self.max_nodes {
-            return Err(PickleError::TooManyValues(self.max_nodes));
-        }
-        self.copied = self.copied.saturating_add(copied);
-        if self.copied > self.max_copied {
-            return Err(PickleError::TooMuchCopying(self.max_copied));
-        }
-        Ok(())
-    }
-}
-
 
 /// A key for an error message.
 pub(super) fn short_repr(v: &Value) -> String {

@@ -13,11 +13,13 @@
 //! int, float, bool, None) is kept, so checkpoints with metadata next to the weights
 //! (`{'model': ..., 'epoch': 3}`) decode.
 //!
-//! Values live in an arena and the stack holds indices into it, so the memo (PUT/GET) shares
-//! objects as Python does (a dict memoized empty and filled afterwards is filled at every
-//! reference) without copies. Decoding is one loop with no recursion, and nothing else in this
-//! module recurses, so nesting depth cannot overflow the stack; every opcode adds at most one
-//! value, so the work and memory are bounded by the input's size.
+//! This is the checkpoint policy (`policy::Checkpoint`) on the shared restricted machine
+//! (`io::pickle::machine`, which owns the stack, MARKs, memo, budget and the refusal of unknown
+//! globals). Values live in an arena and the stack holds indices into it, so the memo (PUT/GET)
+//! shares objects as Python does (a dict memoized empty and filled afterwards is filled at every
+//! reference) without copies. Nothing in either recurses, so nesting depth cannot overflow the
+//! stack; every opcode adds at most one value, so the work and memory are bounded by the input's
+//! size.
 use super::DType;
 use std::collections::HashMap;
 
@@ -200,6 +202,8 @@ pub enum UnpickleError {
     NoStop(usize),
     #[error("malformed pickle: {0} bytes after STOP")]
     Trailing(usize),
+    #[error("pickle too large: {0}")]
+    TooLarge(String),
 }
 
 /// Why a refused global is refused, when there is more to say than "not a tensor".
@@ -216,34 +220,23 @@ fn global_hint(module: &str, name: &str) -> &'static str {
 }
 
 use crate::io::pickle::ops as op;
-use crate::io::pickle::reader::{Op, ReadError, Reader};
+use crate::io::pickle::machine::{self, Budget};
+use crate::io::pickle::reader::{Op, ReadError};
 
-mod machine;
+mod policy;
 #[cfg(test)]
 mod tests;
 
-use machine::*;
+use policy::*;
 
 /// Most dimensions a tensor may have (torch's own limit is 64 too).
 const MAX_DIMS: usize = 64;
 
 /// Decodes `data.pkl`. Never executes anything; refuses what a state dict does not need.
 pub fn unpickle(buf: &[u8]) -> Result<Pickled, UnpickleError> {
-    let mut u = Unpickler { op: 0, at: 0, nodes: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: Vec::new(), storage_keys: HashMap::new() };
-    let mut r = Reader::new(buf);
-    while r.more() {
-        let (next, c, at) = r.next()?;
-        (u.op, u.at) = (c, at);
-        if let Op::Stop = next {
-            let root = u.pop()?;
-            if r.more() {
-                return Err(UnpickleError::Trailing(r.left()));
-            }
-            return Ok(Pickled { nodes: u.nodes, root, storages: u.storages });
-        }
-        u.step(next)?;
-    }
-    Err(UnpickleError::NoStop(buf.len()))
+    // Every opcode adds at most one value, so the input's size bounds the work; the budget
+    // only says so.
+    machine::run(buf, Checkpoint::default(), Budget::new(buf.len(), usize::MAX))
 }
 
 impl From<ReadError> for UnpickleError {
