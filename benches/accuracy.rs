@@ -61,7 +61,8 @@ fn main() -> anyhow::Result<()> {
     // Per-instance lines: scene, object, visible fraction, errors of the closest estimate.
     let verbose = std::env::args().any(|a| a == "--verbose");
 
-    // Tuning sweeps: --step-rel F, --ref-stride N, --candidates N (defaults: the pipeline's).
+    // Tuning sweeps: --step-rel F, --ref-stride N, --candidates N, --rivals N (defaults: the
+    // pipeline's).
     let mut params = Params::default();
     params.step_rel = arg("--step-rel", params.step_rel);
     params.ref_stride = arg("--ref-stride", params.ref_stride);
@@ -70,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     params.icp_iterations = arg("--icp-iterations", params.icp_iterations);
     params.edge_band = arg("--edge-band", params.edge_band);
     params.bucket_cap_rel = arg("--bucket-cap", params.bucket_cap_rel);
+    params.rivals = arg("--rivals", params.rivals);
 
     // --det-score-thresh T: the threshold the pipeline applies (default: the pipeline's).
     let options = Options { det_score_thresh: arg("--det-score-thresh", Options::default().det_score_thresh), ..Options::default() };

@@ -47,6 +47,9 @@ pub struct Params {
     pub z_max: f32,
     /// Remove the dominant support plane before voting.
     pub remove_plane: bool,
+    /// Rivals of each leading candidate (other rotations of the same instance) polished and
+    /// compared with it where their renderings differ; 0 turns the duels off.
+    pub rivals: usize,
 }
 
 impl Default for Params {
@@ -68,6 +71,7 @@ impl Default for Params {
             z_min: 100.0,
             z_max: 6000.0,
             remove_plane: true,
+            rivals: 1,
         }
     }
 }
@@ -132,6 +136,7 @@ impl Timer {
 }
 
 /// A refined, verified candidate.
+#[derive(Clone, Copy)]
 struct Scored {
     pose: Pose,
     score: f32,
@@ -239,22 +244,62 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     // Only candidates that can still make it are polished: a handful beyond what is returned.
     // (Polishing rarely lifts a score by more than half, so lower ones cannot make the cut.)
     let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.0.score >= 0.5 * opts.det_score_thresh).count();
-    scored.truncate(keep);
-    let mut finals: Vec<(Scored, RoiDepth)> = scored
-        .into_par_iter()
-        .map(|(s, before)| {
-            let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
-            let (v, rendered) = check(&r.pose);
-            tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
-            let score = confidence(v.score, s.support);
-            if score >= s.score {
-                (Scored { pose: r.pose, score, support: s.support }, rendered)
-            } else {
-                (s, before)
+    // The best few rivals of each leading candidate join them: another pose of the same
+    // instance (a flip of a near-symmetric shape, a mug turned), for the duels below.
+    let mut polish = vec![false; scored.len()];
+    polish[..keep].fill(true);
+    if p.rivals > 0 {
+        for i in 0..keep.min(opts.max_instances) {
+            let rivals: Vec<usize> = (keep..scored.len()).filter(|&j| !polish[j] && rivals((&scored[i].0, &scored[i].1), (&scored[j].0, &scored[j].1))).take(p.rivals).collect();
+            for j in rivals {
+                polish[j] = true;
             }
-        })
+        }
+    }
+    let rival: Vec<bool> = polish.iter().enumerate().filter(|(_, &p)| p).map(|(j, _)| j >= keep).collect();
+    let scored: Vec<(Scored, RoiDepth)> = scored.into_iter().zip(polish).filter(|(_, polish)| *polish).map(|(s, _)| s).collect();
+    let polish = |(s, before): (Scored, RoiDepth)| {
+        let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
+        let (v, rendered) = check(&r.pose);
+        tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
+        let score = confidence(v.score, s.support);
+        if score >= s.score {
+            (Scored { pose: r.pose, score, support: s.support }, rendered)
+        } else {
+            (s, before)
+        }
+    };
+    // Rivals are polished only when they win their duel.
+    let mut finals: Vec<(Scored, RoiDepth, bool)> = scored
+        .into_par_iter()
+        .zip(rival)
+        .map(|(c, rival)| if rival { (c.0, c.1, true) } else { let (s, r) = polish(c); (s, r, false) })
         .collect();
     finals.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+    // Duels: a candidate that a later rival of the same instance beats where their renderings
+    // differ gives the rival its place (and its score).
+    for i in 0..finals.len() {
+        for j in i + 1..finals.len() {
+            let (lead, other) = (&finals[i], &finals[j]);
+            if !rivals((&lead.0, &lead.1), (&other.0, &other.1)) {
+                continue;
+            }
+            let (a, b, n) = verify::duel(&lead.1, &other.1, &obs);
+            tracing::debug!("duel {i} vs {j}: {a} vs {b} over {n} px");
+            if b > a + (DUEL_MARGIN * n as f32).max(10.0) as i64 {
+                let champion = lead.0.score;
+                finals.swap(i, j);
+                if finals[i].2 {
+                    let (s, r) = polish((finals[i].0, finals[i].1.clone()));
+                    finals[i] = (s, r, false);
+                }
+                let won = finals[i].0.score;
+                (finals[i].0.score, finals[j].0.score) = (won.max(champion), won.min(champion));
+            }
+        }
+    }
+    // Rivals that lost stay out: their instance has its pose.
+    let finals: Vec<(Scored, RoiDepth)> = finals.into_iter().filter(|f| !f.2).map(|(s, r, _)| (s, r)).collect();
     let mut poses: Vec<PoseEstimate> = Vec::new();
     let mut kept_masks: Vec<&RoiDepth> = Vec::new();
     for (s, mask) in &finals {
@@ -270,6 +315,15 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     timer.lap("refine_nms");
     timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
     Ok(Estimate { poses, timings: timer.1, ..Default::default() })
+}
+
+/// Fraction of the compared pixels by which a rival must win a duel.
+const DUEL_MARGIN: f32 = 0.1;
+
+/// Two candidates for one instance that disagree on its rotation: their silhouettes overlap by
+/// half, their rotations differ by more than 20°, and the second scored at least half the first.
+fn rivals(a: (&Scored, &RoiDepth), b: (&Scored, &RoiDepth)) -> bool {
+    b.0.score >= 0.5 * a.0.score && a.0.pose.rotation_angle_to(&b.0.pose) > 20f64.to_radians() && a.1.overlap(b.1) > 0.5
 }
 
 /// Polishes poses found by another stage (SAM-6D's PEM) with this stage's ICP against the

@@ -274,6 +274,43 @@ fn silhouette_evidence(rendered: &RoiDepth, obs: &Observation, v: &mut Verdict) 
     }
 }
 
+/// Two poses of one instance (a near-symmetric box and its flip, a mug and the mug turned so
+/// that its handle is elsewhere) render alike on most pixels, so their whole-silhouette scores
+/// differ by noise. This compares them only where their renderings differ: each pixel with a
+/// measurement there supports the pose whose surface it lies on (+1) and counts against a pose
+/// it is seen through (−2). Returns (support of `a`, support of `b`, pixels compared).
+pub fn duel(a: &RoiDepth, b: &RoiDepth, obs: &Observation) -> (i64, i64, usize) {
+    let (depth, tol) = (obs.depth, obs.tolerance);
+    let (ra, rb) = (a.roi, b.roi);
+    let (u0, v0, u1, v1) = (ra.u0.min(rb.u0), ra.v0.min(rb.v0), ra.u1.max(rb.u1).min(depth.width), ra.v1.max(rb.v1).min(depth.height));
+    let evidence = |r: f32, m: f32| -> i64 {
+        if r <= 0.0 {
+            0
+        } else if (m - r).abs() <= tol {
+            1
+        } else if m > r + tol {
+            -2
+        } else {
+            0
+        }
+    };
+    let (mut sa, mut sb, mut n) = (0i64, 0i64, 0usize);
+    for v in v0..v1 {
+        for u in u0..u1 {
+            let (za, zb) = (a.at(u as isize, v as isize), b.at(u as isize, v as isize));
+            let differ = (za > 0.0) != (zb > 0.0) || (za > 0.0 && (za - zb).abs() > 2.0 * tol);
+            let m = depth.mm[v * depth.width + u];
+            if !differ || m <= 0.0 {
+                continue;
+            }
+            n += 1;
+            sa += evidence(za, m);
+            sb += evidence(zb, m);
+        }
+    }
+    (sa, sb, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
