@@ -387,4 +387,31 @@ mod tests {
         }
         assert!((score(&rendered, &holes, Roi { u0: 5, v0: 5, u1: 35, v1: 35 }).surface_score - 272.0 / (272.0 + 64.0)).abs() < 1e-6);
     }
+
+    #[test]
+    fn a_duel_is_decided_where_two_poses_differ() {
+        // A 40x40 frame: a body (u 15..25) at 500 mm, with a handle at u 26..29 seen; the rival
+        // pose puts the handle at u 11..14, where the sensor sees the background (600 mm).
+        let (w, h) = (40, 40);
+        let cam = Camera::new(500.0, 500.0, 20.0, 20.0, 1.0).unwrap();
+        let rgb = RgbImage::new(w as u32, h as u32);
+        let paint = |handle: std::ops::Range<usize>| {
+            let mut d = vec![0.0f32; w * h];
+            for v in 10..30 {
+                for u in (15..25).chain(if (12..22).contains(&v) { handle.clone() } else { 0..0 }) {
+                    d[v * w + u] = 500.0;
+                }
+            }
+            RoiDepth { roi: Roi::full(w, h), depth: d }
+        };
+        let (right, turned) = (paint(26..29), paint(11..14));
+        let depth = DepthMm { width: w, height: h, mm: right.depth.iter().map(|&z| if z > 0.0 { z } else { 600.0 }).collect() };
+        let obs = Observation { camera: &cam, depth: &depth, rgb: &rgb, support: None, tolerance: 5.0 };
+        // 60 pixels differ: 30 of each handle. The right pose explains its 30; the turned one
+        // is seen through at its 30 (-60).
+        assert_eq!(duel(&right, &turned, &obs), (30, -60, 60));
+        assert_eq!(duel(&turned, &right, &obs), (-60, 30, 60));
+        // Identical poses have nothing to compare.
+        assert_eq!(duel(&right, &right, &obs), (0, 0, 0));
+    }
 }
