@@ -47,8 +47,8 @@ pub struct Params {
     pub z_max: f32,
     /// Remove the dominant support plane before voting.
     pub remove_plane: bool,
-    /// Rivals of each leading candidate (other rotations of the same instance) polished and
-    /// compared with it where their renderings differ; 0 turns the duels off.
+    /// Rivals of each leading candidate (other rotations of the same instance) compared with
+    /// it where their renderings differ, and polished only if they win; 0 turns the duels off.
     pub rivals: usize,
 }
 
@@ -246,18 +246,15 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     let keep = scored.iter().take(opts.max_instances + 3).filter(|s| s.0.score >= 0.5 * opts.det_score_thresh).count();
     // The best few rivals of each leading candidate join them: another pose of the same
     // instance (a flip of a near-symmetric shape, a mug turned), for the duels below.
-    let mut polish = vec![false; scored.len()];
-    polish[..keep].fill(true);
-    if p.rivals > 0 {
-        for i in 0..keep.min(opts.max_instances) {
-            let rivals: Vec<usize> = (keep..scored.len()).filter(|&j| !polish[j] && rivals((&scored[i].0, &scored[i].1), (&scored[j].0, &scored[j].1))).take(p.rivals).collect();
-            for j in rivals {
-                polish[j] = true;
-            }
-        }
+    let mut rival_at: Vec<usize> = Vec::new();
+    for i in 0..keep.min(opts.max_instances) {
+        let (lead, lead_mask) = (&scored[i].0, &scored[i].1);
+        let found = (keep..scored.len()).filter(|j| !rival_at.contains(j) && rivals((lead, lead_mask), (&scored[*j].0, &scored[*j].1)));
+        rival_at.extend(found.take(p.rivals).collect::<Vec<_>>());
     }
-    let rival: Vec<bool> = polish.iter().enumerate().filter(|(_, &p)| p).map(|(j, _)| j >= keep).collect();
-    let scored: Vec<(Scored, RoiDepth)> = scored.into_iter().zip(polish).filter(|(_, polish)| *polish).map(|(s, _)| s).collect();
+    // (candidate, whether it is a rival, left unpolished until it wins its duel)
+    let chosen: Vec<((Scored, RoiDepth), bool)> =
+        scored.into_iter().enumerate().filter(|(j, _)| *j < keep || rival_at.contains(j)).map(|(j, c)| (c, j >= keep)).collect();
     let polish = |(s, before): (Scored, RoiDepth)| {
         let r = icp::refine(&org, &md.visibility_mesh, &md.icp.points, &md.icp.normals, &s.pose, 10, tol * 1.5, tol * 0.75);
         let (v, rendered) = check(&r.pose);
@@ -270,33 +267,13 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
         }
     };
     // Rivals are polished only when they win their duel.
-    let mut finals: Vec<(Scored, RoiDepth, bool)> = scored
+    let mut finals: Vec<(Scored, RoiDepth, bool)> = chosen
         .into_par_iter()
-        .zip(rival)
         .map(|(c, rival)| if rival { (c.0, c.1, true) } else { let (s, r) = polish(c); (s, r, false) })
         .collect();
     finals.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
-    // Duels: a candidate that a later rival of the same instance beats where their renderings
-    // differ gives the rival its place (and its score).
-    for i in 0..finals.len() {
-        for j in i + 1..finals.len() {
-            let (lead, other) = (&finals[i], &finals[j]);
-            if !rivals((&lead.0, &lead.1), (&other.0, &other.1)) {
-                continue;
-            }
-            let (a, b, n) = verify::duel(&lead.1, &other.1, &obs);
-            tracing::debug!("duel {i} vs {j}: {a} vs {b} over {n} px");
-            if b > a + (DUEL_MARGIN * n as f32).max(10.0) as i64 {
-                let champion = lead.0.score;
-                finals.swap(i, j);
-                if finals[i].2 {
-                    let (s, r) = polish((finals[i].0, finals[i].1.clone()));
-                    finals[i] = (s, r, false);
-                }
-                let won = finals[i].0.score;
-                (finals[i].0.score, finals[j].0.score) = (won.max(champion), won.min(champion));
-            }
-        }
+    if p.rivals > 0 {
+        duels(&mut finals, &obs, &polish);
     }
     // Rivals that lost stay out: their instance has its pose.
     let finals: Vec<(Scored, RoiDepth)> = finals.into_iter().filter(|f| !f.2).map(|(s, r, _)| (s, r)).collect();
@@ -315,6 +292,32 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     timer.lap("refine_nms");
     timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
     Ok(Estimate { poses, timings: timer.1, ..Default::default() })
+}
+
+/// Duels: a candidate that a later rival of the same instance beats where their renderings
+/// differ gives the rival its place (and its score); a rival that wins is polished then.
+/// `finals` is sorted best first; its flag marks rivals not polished yet.
+fn duels(finals: &mut [(Scored, RoiDepth, bool)], obs: &verify::Observation, polish: impl Fn((Scored, RoiDepth)) -> (Scored, RoiDepth)) {
+    for i in 0..finals.len() {
+        for j in i + 1..finals.len() {
+            let (lead, other) = (&finals[i], &finals[j]);
+            if !rivals((&lead.0, &lead.1), (&other.0, &other.1)) {
+                continue;
+            }
+            let (a, b, n) = verify::duel(&lead.1, &other.1, obs);
+            tracing::debug!("duel {i} vs {j}: {a} vs {b} over {n} px");
+            if b > a + (DUEL_MARGIN * n as f32).max(10.0) as i64 {
+                let champion = lead.0.score;
+                finals.swap(i, j);
+                if finals[i].2 {
+                    let (s, r) = polish((finals[i].0, finals[i].1.clone()));
+                    finals[i] = (s, r, false);
+                }
+                let won = finals[i].0.score;
+                (finals[i].0.score, finals[j].0.score) = (won.max(champion), won.min(champion));
+            }
+        }
+    }
 }
 
 /// Fraction of the compared pixels by which a rival must win a duel.
