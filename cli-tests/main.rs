@@ -29,6 +29,7 @@ mod sam_parity;
 mod segmenter;
 mod serve;
 mod templates;
+mod textured;
 mod tiny_vit_parity;
 mod viz;
 mod weights;

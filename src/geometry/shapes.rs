@@ -79,6 +79,39 @@ pub fn cuboid(sx: f32, sy: f32, sz: f32) -> Mesh {
     b.build()
 }
 
+/// Box like [`cuboid`] with each face split into a grid of squares of about `cell` mm: enough
+/// vertices to carry a printed pattern as vertex colours.
+pub fn tessellated_cuboid(sx: f32, sy: f32, sz: f32, cell: f32) -> Mesh {
+    let h = Vec3::new(sx, sy, sz) * 0.5;
+    let mut b = Builder::default();
+    for axis in 0..3 {
+        for sign in [1.0f32, -1.0] {
+            let mut n = Vec3::zeros();
+            n[axis] = sign;
+            let mut u = Vec3::zeros();
+            u[(axis + 1) % 3] = 1.0;
+            let v = n.cross(&u);
+            let centre = n.component_mul(&h);
+            let (hu, hv) = (u.component_mul(&h).norm(), v.component_mul(&h).norm());
+            let (nu, nv) = (((2.0 * hu / cell).ceil() as usize).max(1), ((2.0 * hv / cell).ceil() as usize).max(1));
+            let base = b.v.len() as u32;
+            for j in 0..=nv {
+                for i in 0..=nu {
+                    let (su, sv) = (2.0 * i as f32 / nu as f32 - 1.0, 2.0 * j as f32 / nv as f32 - 1.0);
+                    b.vertex(centre + u * (su * hu) + v * (sv * hv), n);
+                }
+            }
+            let at = |i: usize, j: usize| base + (j * (nu + 1) + i) as u32;
+            for j in 0..nv {
+                for i in 0..nu {
+                    b.quad(at(i, j), at(i + 1, j), at(i + 1, j + 1), at(i, j + 1));
+                }
+            }
+        }
+    }
+    b.build()
+}
+
 /// Surface of revolution about z of a closed or open profile in the (r, z) half-plane.
 /// The profile runs counter-clockwise (r right, z up: e.g. bottom centre → outer bottom →
 /// outer top → top centre), so each segment's outward normal is (dz, −dr). Every segment gets

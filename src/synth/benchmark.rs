@@ -13,6 +13,31 @@ pub fn procedural_targets() -> Vec<NamedMesh> {
     vec![NamedMesh::new("mug", shapes::mug(40.0, 95.0, 4.0, 48)), NamedMesh::new("bracket", shapes::bracket(100.0, 70.0, 8.0, 50.0))]
 }
 
+/// A printed box (cereal-box proportions, 60 × 160 × 220 mm): its shape is the same under
+/// three 180° turns, and only its print tells them apart, as with the boxes of YCB-V. The print
+/// is vertex colour, different on every side as on a real box: the front (+x) red above a
+/// yellow band, the back blue, the top (+z) green, one narrow side (+y) white, the other orange,
+/// the bottom grey.
+pub fn printed_box() -> NamedMesh {
+    let mut mesh = shapes::tessellated_cuboid(60.0, 160.0, 220.0, 6.0);
+    let colors = mesh
+        .vertices
+        .iter()
+        .zip(mesh.normals.as_ref().expect("the shape has normals"))
+        .map(|(p, n)| match (n.x.round() as i32, n.y.round() as i32, n.z.round() as i32) {
+            (1, _, _) if p.z > -40.0 => [200, 30, 35],
+            (1, _, _) => [235, 200, 40],
+            (-1, _, _) => [40, 70, 190],
+            (_, _, 1) => [40, 160, 70],
+            (_, 1, _) => [235, 235, 230],
+            (_, -1, _) => [230, 120, 30],
+            _ => [150, 150, 150],
+        })
+        .collect();
+    mesh.colors = Some(colors);
+    NamedMesh::new("printed_box", mesh)
+}
+
 /// Scene `i` of the set for `seed`: target `i mod n` (two instances in every other block of
 /// three scenes), often a second target, 2–5 distractors, occluders in three scenes of four,
 /// Kinect noise at 0.6–1.4× strength, a 1-px depth/colour misregistration in one of six.

@@ -9,6 +9,6 @@ pub mod noise;
 pub mod rng;
 pub mod scene;
 
-pub use benchmark::{benchmark_set, benchmark_spec, procedural_targets};
+pub use benchmark::{benchmark_set, benchmark_spec, printed_box, procedural_targets};
 pub use noise::DepthNoise;
 pub use scene::{generate, GtInstance, NamedMesh, SceneSpec, SceneTarget, SyntheticFrame, KINECT};

@@ -12,9 +12,19 @@ use ply_rs_bw::parser::{ParseError, Parser, Reader};
 use ply_rs_bw::ply::{ElementDef, Encoding, Header, Property, PropertyAccess, PropertyAccessResult, PropertyType, ScalarType};
 use std::path::Path;
 
+mod texture;
+
+/// Reads a mesh. A texture-mapped model (`comment TextureFile NAME` with per-vertex
+/// `texture_u`/`texture_v` or per-face `texcoord` lists, as BOP's YCB-V and MeshLab write them)
+/// gets vertex colours sampled from its texture image, which is looked for next to the file; a
+/// missing or unreadable texture is a warning, and the model is used without colours.
 pub fn read_ply(path: &Path) -> Result<Mesh, InputError> {
     let bytes = crate::io::read_file(path)?;
-    parse_ply(&bytes, &path.display().to_string())
+    let (mut mesh, uv) = parse_with_uv(&bytes, &path.display().to_string())?;
+    if let Some(uv) = uv {
+        mesh.colors = texture::vertex_colors(path, &uv);
+    }
+    Ok(mesh)
 }
 
 /// Colour property names, per channel, in the spellings seen in the wild.
@@ -52,7 +62,15 @@ pub fn write_ascii_ply(mesh: &Mesh, path: &Path) -> std::io::Result<()> {
     std::fs::write(path, t)
 }
 
+/// Parses PLY bytes; `what` names them in errors. Texture coordinates are not resolved here
+/// (there is no folder to find the texture in): [`read_ply`] does that.
 pub fn parse_ply(bytes: &[u8], what: &str) -> Result<Mesh, InputError> {
+    parse_with_uv(bytes, what).map(|(mesh, _)| mesh)
+}
+
+/// The mesh and, when the file names a texture and the mesh has no vertex colours of its own,
+/// where each vertex sits in that texture.
+fn parse_with_uv(bytes: &[u8], what: &str) -> Result<(Mesh, Option<texture::VertexUv>), InputError> {
     let err = |msg: String| InputError::invalid(what, msg);
 
     let split = split_header(bytes).map_err(err)?;
@@ -87,7 +105,12 @@ pub fn parse_ply(bytes: &[u8], what: &str) -> Result<Mesh, InputError> {
             }
         }
     }
-    build_mesh(&vertices, &faces, &layout).map_err(err)
+    let mesh = build_mesh(&vertices, &faces, &layout).map_err(err)?;
+    let uv = match texture::file_name(&header.comments) {
+        Some(file) if mesh.colors.is_none() => texture::VertexUv::from_rows(file, &vertices, &faces, &layout),
+        _ => None,
+    };
+    Ok((mesh, uv))
 }
 
 /// The header as text ply-rs-bw accepts, and where the payload starts in the original bytes.
@@ -241,10 +264,18 @@ fn push_number(token: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(exponent);
 }
 
+/// Texture coordinate property names: BOP / MeshLab's, Blender's and the bare ones.
+const TEX_U: [&str; 3] = ["texture_u", "s", "u"];
+const TEX_V: [&str; 3] = ["texture_v", "t", "v"];
+/// The per-face list of (u, v) pairs, one per corner (MeshLab's wedge texture coordinates).
+const FACE_TEXCOORD: &str = "texcoord";
+
 /// Which optional vertex data the header declares.
 struct Layout {
     normals: bool,
     colors: bool,
+    /// Per-vertex texture coordinates.
+    uv: bool,
 }
 
 fn scalar_prop(element: &ElementDef, name: &str) -> Result<bool, String> {
@@ -268,6 +299,7 @@ impl Layout {
             names.iter().try_fold(false, |acc, n| Ok(acc | scalar_prop(vertex, n)?))
         };
         let colors = any_of(RED)? && any_of(GREEN)? && any_of(BLUE)?;
+        let uv = any_of(TEX_U)? && any_of(TEX_V)?;
 
         if let Some(face) = header.elements.get("face") {
             let list = FACE_LISTS.iter().find_map(|n| face.properties.get(*n));
@@ -282,7 +314,7 @@ impl Layout {
                 None => return Err("the 'face' element has no 'vertex_indices' (or 'vertex_index') list".into()),
             }
         }
-        Ok(Layout { normals, colors })
+        Ok(Layout { normals, colors, uv })
     }
 }
 
@@ -318,6 +350,7 @@ struct VertexRow {
     pos: [f64; 3],
     normal: [f32; 3],
     color: [u8; 3],
+    uv: [f32; 2],
 }
 
 impl PropertyAccess for VertexRow {
@@ -335,6 +368,8 @@ impl PropertyAccess for VertexRow {
             n if RED.contains(&n) => self.color[0] = as_color(&p),
             n if GREEN.contains(&n) => self.color[1] = as_color(&p),
             n if BLUE.contains(&n) => self.color[2] = as_color(&p),
+            n if TEX_U.contains(&n) => self.uv[0] = as_f64(&p) as f32,
+            n if TEX_V.contains(&n) => self.uv[1] = as_f64(&p) as f32,
             _ => return PropertyAccessResult::Ignored,
         }
         PropertyAccessResult::Set
@@ -345,6 +380,8 @@ impl PropertyAccess for VertexRow {
 #[derive(Default)]
 struct FaceRow {
     indices: Vec<i64>,
+    /// (u, v) per corner, when the face carries texture coordinates.
+    texcoord: Vec<f32>,
 }
 
 fn widen<T: Copy + Into<i64>>(v: &[T]) -> Vec<i64> {
@@ -356,6 +393,14 @@ impl PropertyAccess for FaceRow {
         Self::default()
     }
     fn set_property(&mut self, name: &str, p: Property) -> PropertyAccessResult {
+        if name == FACE_TEXCOORD {
+            self.texcoord = match p {
+                Property::ListFloat(v) => v,
+                Property::ListDouble(v) => v.iter().map(|&x| x as f32).collect(),
+                _ => return PropertyAccessResult::Ignored,
+            };
+            return PropertyAccessResult::Set;
+        }
         if !FACE_LISTS.contains(&name) {
             return PropertyAccessResult::Ignored;
         }

@@ -330,3 +330,76 @@ fn ascii_writer_round_trips() {
     assert_eq!(back.colors, mesh.colors);
     assert_eq!(back.faces, mesh.faces);
 }
+
+/// A 2×2 texture: top row red | green, bottom row blue | white (v runs bottom to top).
+fn quad_texture(dir: &Path) {
+    let mut img = image::RgbImage::new(2, 2);
+    img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+    img.put_pixel(1, 0, image::Rgb([0, 255, 0]));
+    img.put_pixel(0, 1, image::Rgb([0, 0, 255]));
+    img.put_pixel(1, 1, image::Rgb([255, 255, 255]));
+    img.save(dir.join("tex.png")).unwrap();
+}
+
+/// Four vertices, each in one texel's centre: (u, v) = (0.25 | 0.75, 0.75 | 0.25).
+const TEXTURED_QUAD: &str = "ply\nformat ascii 1.0\ncomment TextureFile tex.png\nelement vertex 4\n\
+property float x\nproperty float y\nproperty float z\nproperty float texture_u\nproperty float texture_v\n\
+element face 2\nproperty list uchar int vertex_indices\nend_header\n\
+0 0 0 0.25 0.75\n1 0 0 0.75 0.75\n0 1 0 0.25 0.25\n1 1 0 0.75 0.25\n3 0 1 2\n3 1 3 2\n";
+
+#[test]
+fn texture_gives_vertex_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    quad_texture(dir.path());
+    let path = dir.path().join("m.ply");
+    std::fs::write(&path, TEXTURED_QUAD).unwrap();
+    let m = read_ply(&path).unwrap();
+    assert_eq!(m.colors.unwrap(), vec![[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]);
+    // Parsing bytes alone has no folder to find the texture in.
+    assert!(parse_ply(TEXTURED_QUAD.as_bytes(), "m.ply").unwrap().colors.is_none());
+}
+
+/// MeshLab's wedge coordinates: a (u, v) per face corner, `comment TextureFile` as above.
+#[test]
+fn per_corner_texture_coordinates_give_vertex_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    quad_texture(dir.path());
+    let ply = "ply\nformat ascii 1.0\ncomment TextureFile tex.png\nelement vertex 4\n\
+property float x\nproperty float y\nproperty float z\n\
+element face 2\nproperty list uchar int vertex_indices\nproperty list uchar float texcoord\nend_header\n\
+0 0 0\n1 0 0\n0 1 0\n1 1 0\n3 0 1 2 6 0.25 0.75 0.75 0.75 0.25 0.25\n3 1 3 2 6 0.75 0.75 0.75 0.25 0.25 0.25\n";
+    let path = dir.path().join("m.ply");
+    std::fs::write(&path, ply).unwrap();
+    assert_eq!(read_ply(&path).unwrap().colors.unwrap(), vec![[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]);
+}
+
+/// A texture that is not there is a warning, not an error: the geometry is still good.
+/// Vertex colours in the file win over its texture.
+#[test]
+fn missing_texture_or_own_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.ply");
+    std::fs::write(&path, TEXTURED_QUAD).unwrap();
+    let m = read_ply(&path).unwrap();
+    assert_eq!(m.vertices.len(), 4);
+    assert!(m.colors.is_none());
+
+    quad_texture(dir.path());
+    let coloured = TEXTURED_QUAD
+        .replace("property float texture_v\n", "property float texture_v\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n")
+        .replace(" 0.75\n", " 0.75 9 9 9\n")
+        .replace(" 0.25\n", " 0.25 9 9 9\n");
+    std::fs::write(&path, coloured).unwrap();
+    assert_eq!(read_ply(&path).unwrap().colors.unwrap(), vec![[9, 9, 9]; 4]);
+}
+
+#[test]
+fn texture_sampling_is_bilinear_and_wraps() {
+    let mut img = image::RgbImage::new(2, 1);
+    img.put_pixel(0, 0, image::Rgb([0, 0, 0]));
+    img.put_pixel(1, 0, image::Rgb([200, 100, 50]));
+    assert_eq!(texture::sample(&img, 0.5, 0.5), [100, 50, 25]);
+    assert_eq!(texture::sample(&img, 1.25, 0.5), [0, 0, 0]);
+    assert_eq!(texture::sample(&img, -0.25, 0.5), [200, 100, 50]);
+    assert_eq!(texture::sample(&img, f32::NAN, 0.5), [0, 0, 0]);
+}

@@ -25,7 +25,9 @@ impl ColorModel {
         Some(ColorModel { vertices: mesh.vertices.clone(), colors: colors.clone(), grid: Grid::new(&mesh.vertices, radius), radius })
     }
 
-    fn color_at(&self, p: &Vec3) -> Option<[u8; 3]> {
+    /// The colour of the model vertex nearest to `p` (model frame), if one is within 3 % of the
+    /// diameter.
+    pub fn color_at(&self, p: &Vec3) -> Option<[u8; 3]> {
         self.grid.nearest_within(&self.vertices, p, self.radius).map(|(i, _)| self.colors[i as usize])
     }
 

@@ -142,6 +142,8 @@ struct Scored {
     score: f32,
     /// Votes of the candidate's cluster relative to the best cluster's.
     support: f32,
+    /// Colour agreement from verification, when the model has colours.
+    color: Option<f32>,
 }
 
 /// The final confidence: verification, nudged by voting support. Rendering cannot tell a
@@ -234,7 +236,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
         .zip(&support)
         .map(|(pose, &support)| {
             let (v, rendered) = check(pose);
-            (Scored { pose: *pose, score: confidence(v.score, support), support }, rendered)
+            (Scored { pose: *pose, score: confidence(v.score, support), support, color: v.color_score }, rendered)
         })
         .collect();
     scored.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
@@ -261,7 +263,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
         tracing::debug!("candidate t={:?} {:?}", r.pose.t.map(|x| x.round()).as_slice(), v);
         let score = confidence(v.score, s.support);
         if score >= s.score {
-            (Scored { pose: r.pose, score, support: s.support }, rendered)
+            (Scored { pose: r.pose, score, support: s.support, color: v.color_score }, rendered)
         } else {
             (s, before)
         }
@@ -305,8 +307,12 @@ fn duels(finals: &mut [(Scored, RoiDepth, bool)], obs: &verify::Observation, pol
                 continue;
             }
             let (a, b, n) = verify::duel(&lead.1, &other.1, obs);
-            tracing::debug!("duel {i} vs {j}: {a} vs {b} over {n} px");
-            if b > a + (DUEL_MARGIN * n as f32).max(10.0) as i64 {
+            tracing::debug!("duel {i} vs {j}: {a} vs {b} over {n} px, colour {:?} vs {:?}", lead.0.color, other.0.color);
+            // Depth decides where the shapes differ, but not against the print: a box turned
+            // over has the same shape and other colours, and a pose off by a little against
+            // an occluder can lose a duel it should win.
+            let worse_colour = matches!((lead.0.color, other.0.color), (Some(l), Some(o)) if o < l - DUEL_COLOUR_MARGIN);
+            if b > a + (DUEL_MARGIN * n as f32).max(10.0) as i64 && !worse_colour {
                 let champion = lead.0.score;
                 finals.swap(i, j);
                 if finals[i].2 {
@@ -322,6 +328,9 @@ fn duels(finals: &mut [(Scored, RoiDepth, bool)], obs: &verify::Observation, pol
 
 /// Fraction of the compared pixels by which a rival must win a duel.
 const DUEL_MARGIN: f32 = 0.1;
+/// A rival whose colour agreement is lower than the leader's by more than this cannot take
+/// its place.
+const DUEL_COLOUR_MARGIN: f32 = 0.1;
 
 /// Two candidates for one instance that disagree on its rotation: their silhouettes overlap by
 /// half, their rotations differ by more than 20°, and the second scored at least half the first.

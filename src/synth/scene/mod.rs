@@ -13,6 +13,7 @@ use crate::geometry::shapes;
 use crate::geometry::{Mesh, Pose, Vec3};
 use crate::io::{Camera, DepthMm};
 use crate::render::raster::{render_depth, render_multi};
+use crate::pipeline::geometric::color::ColorModel;
 use image::RgbImage;
 use nalgebra::{Matrix3, Rotation3, Vector2, Vector3};
 use std::f64::consts::{FRAC_PI_2, PI, TAU};
@@ -123,6 +124,8 @@ struct Placed {
     world: Pose,
     role: Role,
     colour: [u8; 3],
+    /// Per-vertex colours of the object, when its model has them (else the flat `colour`).
+    surface: Option<Arc<ColorModel>>,
     /// Footprint on the table: centre and radius (mm).
     centre: Vector2<f64>,
     radius: f64,
@@ -255,7 +258,7 @@ impl Builder<'_> {
     /// Tries random spots near the look-at point; the object must fit in the image, not touch
     /// other footprints, and keep every target at least `min_visible` visible.
     /// `target` names the object when the new item is a target instance.
-    fn place_on_table(&mut self, rng: &mut Rng, mesh: &Arc<Mesh>, target: Option<&str>, colour: [u8; 3], attempts: usize) -> bool {
+    fn place_on_table(&mut self, rng: &mut Rng, mesh: &Arc<Mesh>, target: Option<&str>, colour: [u8; 3], surface: Option<&Arc<ColorModel>>, attempts: usize) -> bool {
         let rest = Resting::new(mesh, resting_rotation(rng));
         let new_target = target.is_some();
         for attempt in 0..attempts {
@@ -289,7 +292,7 @@ impl Builder<'_> {
                 }
                 None => Role::Distractor,
             };
-            self.commit(Placed { mesh: mesh.clone(), world, role, colour, centre: at, radius: rest.radius }, &cand);
+            self.commit(Placed { mesh: mesh.clone(), world, role, colour, surface: surface.cloned(), centre: at, radius: rest.radius }, &cand);
             return true;
         }
         false
@@ -334,7 +337,7 @@ impl Builder<'_> {
                 continue;
             }
             if best.as_ref().is_none_or(|(b, _, _)| fr[t] < *b) {
-                let item = Placed { mesh, world, role: Role::Occluder, colour: random_colour(rng), centre: at, radius: rest.radius };
+                let item = Placed { mesh, world, role: Role::Occluder, colour: random_colour(rng), surface: None, centre: at, radius: rest.radius };
                 best = Some((fr[t], item, cand));
             }
             // Good enough: a clearly occluded target; stop early (keeps occlusion varied).
@@ -458,19 +461,20 @@ pub fn generate(spec: &SceneSpec) -> SyntheticFrame {
     for (mesh, t, colour) in supports {
         let (mesh, world) = (Arc::new(mesh), Pose::new(Matrix3::identity(), t));
         let depth = b.render_alone(&mesh, &world);
-        b.commit(Placed { mesh, world, role: Role::Support, colour, centre: Vector2::zeros(), radius: 0.0 }, &depth);
+        b.commit(Placed { mesh, world, role: Role::Support, colour, surface: None, centre: Vector2::zeros(), radius: 0.0 }, &depth);
     }
     // Targets next, so that they get the best spots.
     for t in &spec.targets {
         let colour = object_colour(&t.object);
+        let surface = ColorModel::new(&t.object.mesh, t.object.mesh.diameter()).map(Arc::new);
         for _ in 0..t.instances {
-            b.place_on_table(&mut rng, &t.object.mesh, Some(&t.object.name), colour, 300);
+            b.place_on_table(&mut rng, &t.object.mesh, Some(&t.object.name), colour, surface.as_ref(), 300);
         }
     }
     for _ in 0..spec.distractors {
         let mesh = Arc::new(random_distractor(&mut rng));
         let colour = random_colour(&mut rng);
-        b.place_on_table(&mut rng, &mesh, None, colour, 60);
+        b.place_on_table(&mut rng, &mesh, None, colour, None, 60);
     }
     for t in 0..b.targets.len() {
         if rng.chance(spec.occlusion as f64) {
@@ -520,11 +524,14 @@ pub fn generate(spec: &SceneSpec) -> SyntheticFrame {
     }
 }
 
-/// Flat colours lit from the camera (Lambert on depth-derived normals), a wood-grain table,
-/// a tiled floor, and a little sensor noise.
+/// Each object's colours lit from the camera (Lambert on depth-derived normals): its model's
+/// vertex colours where it has them, else one flat colour; a wood-grain table, a tiled floor,
+/// and a little sensor noise.
 #[allow(clippy::too_many_arguments)]
 fn shade(items: &[Placed], depth: &[f32], ids: &[i32], cam: &Camera, world_to_camera: &Pose, w: usize, h: usize, rng: &mut Rng) -> RgbImage {
     let camera_to_world = world_to_camera.inverse();
+    // Camera → model, for objects painted per vertex.
+    let to_model: Vec<Pose> = items.iter().map(|p| world_to_camera.compose(&p.world).inverse()).collect();
     let mut img = RgbImage::new(w as u32, h as u32);
     for v in 0..h {
         for u in 0..w {
@@ -532,8 +539,12 @@ fn shade(items: &[Placed], depth: &[f32], ids: &[i32], cam: &Camera, world_to_ca
             let mut c = [38.0f64, 40.0, 46.0];
             if ids[i] >= 0 {
                 let item = &items[ids[i] as usize];
-                let base = item.colour.map(|x| x as f64);
                 let p = cam.unproject(u as f64, v as f64, depth[i] as f64);
+                let painted = item.surface.as_ref().and_then(|s| {
+                    let m = to_model[ids[i] as usize].apply(&Vector3::new(p[0], p[1], p[2]));
+                    s.color_at(&m.cast::<f32>())
+                });
+                let base = painted.unwrap_or(item.colour).map(|x| x as f64);
                 let lambert = noise::normal_at(depth, w, h, cam, u, v, NORMAL_JUMP)
                     .map(|n| {
                         let len = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
