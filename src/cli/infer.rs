@@ -69,7 +69,8 @@ pub struct InferArgs {
     depth_scale: Option<f64>,
 
     /// CAD model of the object: PLY (ASCII or binary) with faces, in millimetres unless --cad-unit m.
-    /// With --connect the server's models are used (pick one with --object); --cad is then only
+    /// Its colours (vertex colours, or a texture named by `comment TextureFile`, found next to the
+    /// PLY) are checked against the image. With --connect the server's models are used (pick one with --object); --cad is then only
     /// needed to draw --overlay.
     #[arg(long, value_name = "FILE", env = "CAD_PATH", required_unless_present = "connect")]
     cad: Option<PathBuf>,
