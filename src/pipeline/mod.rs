@@ -25,7 +25,7 @@ use pem::stage::{ObjectPemData, PemPose};
 use segment::{Proposal, Segmenter};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// One RGB-D observation with its intrinsics. Sizes are checked on construction.
@@ -132,6 +132,9 @@ pub struct Pipeline {
     /// Where template descriptors are cached between runs (None: not cached).
     cache_dir: Option<PathBuf>,
     has_ism: bool,
+    /// The last frame's points: clients and `--cad` folders ask for several objects in one
+    /// frame, and the points do not depend on the object.
+    last_scene: Mutex<Option<Arc<geometric::FrameScene>>>,
 }
 
 /// The tch stages and what they remember between calls.
@@ -157,7 +160,7 @@ impl Pipeline {
     pub fn with_segmenter(options: Options, segmenter: Option<Segmenter>) -> Pipeline {
         let name = segmenter.as_ref().map_or("geometric".into(), |s| format!("{}+geometric", s.kind));
         let neural = segmenter.map(|segmenter| Mutex::new(Neural { segmenter, last: None, ism: None, templates: HashMap::new(), pem: None, pem_data: HashMap::new() }));
-        Pipeline { options, neural, name, cache_dir: None, has_ism: false }
+        Pipeline { options, neural, name, cache_dir: None, has_ism: false, last_scene: Mutex::new(None) }
     }
 
     /// SAM-6D: the segmenter's proposals scored by the ISM; the poses of its detections from
@@ -173,7 +176,7 @@ impl Pipeline {
         };
         let name = format!("{}+ism-{}+{pose_stage}{precision}", segmenter.kind, ism.config().dino.model_name());
         let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new(), pem, pem_data: HashMap::new() });
-        Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true }
+        Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true, last_scene: Mutex::new(None) }
     }
 
     pub fn has_segmenter(&self) -> bool {
@@ -204,12 +207,32 @@ impl Pipeline {
         self.estimate_with(frame, model, &self.options)
     }
 
+    /// The frame's points for the geometric stages: the last frame's when this is the same
+    /// frame (its clouds are shared then), else made now and remembered.
+    fn frame_scene(&self, frame: &Frame, model: &ObjectModel) -> Arc<geometric::FrameScene> {
+        let p = &model.geometric.params;
+        let last = self.last_scene.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(scene) = last.filter(|s| s.is_of(&frame.depth, &frame.camera, p.z_min, p.z_max)) {
+            return scene;
+        }
+        let scene = Arc::new(geometric::FrameScene::new(&frame.depth, &frame.camera, p.z_min, p.z_max));
+        *self.last_scene.lock().unwrap_or_else(|e| e.into_inner()) = Some(scene.clone());
+        scene
+    }
+
     /// As [`Pipeline::estimate`] with per-request options (the server's `det_score_thresh`).
     pub fn estimate_with(&self, frame: &Frame, model: &ObjectModel, options: &Options) -> anyhow::Result<Estimate> {
         if let Some(hint) = crate::io::image::depth_hint(&frame.depth, frame.camera.depth_scale) {
             tracing::warn!("{hint}");
         }
-        let Some(neural) = &self.neural else { return geometric::estimate(frame, model, options, None) };
+        let t_scene = Instant::now();
+        let Some(neural) = &self.neural else {
+            let scene = self.frame_scene(frame, model);
+            let scene_ms = t_scene.elapsed().as_secs_f64() * 1e3;
+            let mut est = geometric::estimate_in(&scene, frame, model, options, None)?;
+            add_scene_time(&mut est, scene_ms);
+            return Ok(est);
+        };
         let started = Instant::now();
         let (w, h) = (frame.width(), frame.height());
         let (proposals, timings, selection, ism) = {
@@ -249,12 +272,16 @@ impl Pipeline {
             }
         };
         // Nothing the object could be among the proposals: search everywhere rather than nowhere.
-        let mut est = geometric::estimate(frame, model, options, selection.as_ref().map(|s| s.region.as_slice()))?;
+        let t_scene = Instant::now();
+        let scene = self.frame_scene(frame, model);
+        let scene_ms = t_scene.elapsed().as_secs_f64() * 1e3;
+        let mut est = geometric::estimate_in(&scene, frame, model, options, selection.as_ref().map(|s| s.region.as_slice()))?;
+        add_scene_time(&mut est, scene_ms);
         est.search = if selection.is_some() { Search::Proposals } else { Search::WholeImage };
         if selection.is_some() && est.poses.is_empty() {
             // Segmenters miss objects (thin, dark, occluded, or never proposed at SAM's strict
             // thresholds): a verified pose from the whole image beats none. Its stage times add up.
-            let whole = geometric::estimate(frame, model, options, None)?;
+            let whole = geometric::estimate_in(&scene, frame, model, options, None)?;
             for (stage, ms) in whole.timings {
                 match est.timings.iter_mut().find(|(k, _)| *k == stage) {
                     Some(t) => t.1 += ms,
@@ -272,6 +299,15 @@ impl Pipeline {
         est.proposals = Some(proposals);
         est.ism = ism;
         Ok(est)
+    }
+}
+
+/// The frame's points (made or found) count as preprocessing.
+fn add_scene_time(est: &mut Estimate, ms: f64) {
+    for (stage, t) in est.timings.iter_mut() {
+        if *stage == "preprocess" || *stage == "total" {
+            *t += ms;
+        }
     }
 }
 

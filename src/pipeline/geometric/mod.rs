@@ -12,6 +12,7 @@ use super::{Estimate, Frame, ObjectModel, Options, PoseEstimate};
 use crate::geometry::{cloud, Mesh, Pose, Vec3};
 use icp::OrganizedCloud;
 use ppf::{Hypothesis, PpfModel};
+pub use scene::FrameScene;
 use crate::render::roi::RoiDepth;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -158,6 +159,14 @@ fn confidence(verified: f32, support: f32) -> f32 {
 /// proposals), voting starts only from scene points seen inside it; the support plane is still
 /// found on the whole image and verification still compares against all of the depth.
 pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Option<&[bool]>) -> anyhow::Result<Estimate> {
+    let p = &model.geometric.params;
+    let scene = FrameScene::new(&frame.depth, &frame.camera, p.z_min, p.z_max);
+    estimate_in(&scene, frame, model, opts, region)
+}
+
+/// As [`estimate`], with the frame's points made already (`scene`, of this frame and the
+/// model's depth range): every object asked for in one frame shares them.
+pub fn estimate_in(shared: &FrameScene, frame: &Frame, model: &ObjectModel, opts: &Options, region: Option<&[bool]>) -> anyhow::Result<Estimate> {
     let started = Instant::now();
     let mut timer = Timer(started, Vec::new());
     let md = &model.geometric;
@@ -165,29 +174,19 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     let d = model.diameter;
     let cam = &frame.camera;
     let (w, h) = (frame.width(), frame.height());
+    debug_assert!(shared.is_of(&frame.depth, cam, p.z_min, p.z_max), "the scene of another frame");
 
     // 1. Scene points: organised (for ICP) and down-sampled with normals (for voting).
-    let organized = cloud::organized(&frame.depth, cam, p.z_min, p.z_max);
-    let valid: Vec<Vec3> = organized.iter().copied().filter(|p| p.z > 0.0).collect();
-    let (mut scene, _) = cloud::downsample_with_normals(&valid, md.step, 3);
-    tracing::debug!("{} points before plane removal", scene.len());
-    let mut plane = None;
-    if p.remove_plane {
-        // Sensor noise on a table at 1 m is a few mm; a voxel centroid adds up to half a step.
-        let tol = (0.5 * md.step).clamp(5.0, 10.0);
-        plane = scene::dominant_plane(&scene, tol, 0.1, 17);
-        if let Some(plane) = &plane {
-            tracing::debug!("support plane {:?} removed", plane);
-            let kept = scene::above_plane(&scene, plane, tol);
-            scene = scene.select(&kept);
-        }
-    }
+    let organized = &shared.organized;
+    let voting = shared.voting_cloud(md.step, p.remove_plane);
+    let plane = voting.plane;
+    let mut scene = voting.cloud.clone();
     if let Some(region) = region {
         let inside: Vec<usize> = (0..scene.len()).filter(|&i| pixel_of(&scene.points[i], cam, w, h).is_some_and(|px| region[px])).collect();
         tracing::debug!("{} of {} points inside the proposals", inside.len(), scene.len());
         scene = scene.select(&inside);
     }
-    tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", valid.len(), scene.len(), md.step);
+    tracing::debug!("scene: {} valid pixels, {} points after down-sampling to {:.1} mm", shared.valid_points(), scene.len(), md.step);
     timer.lap("preprocess");
     if scene.len() < 10 {
         timer.1.push(("total", started.elapsed().as_secs_f64() * 1e3));
@@ -217,7 +216,7 @@ pub fn estimate(frame: &Frame, model: &ObjectModel, opts: &Options, region: Opti
     timer.lap("clustering");
 
     // 4. ICP then verification of each candidate.
-    let org = OrganizedCloud { width: w, height: h, points: &organized, camera: cam };
+    let org = OrganizedCloud { width: w, height: h, points: organized, camera: cam };
     let tol = (p.tol_rel * d).clamp(p.tol_min, p.tol_max);
     let coarse_stride = (md.icp.len() / 600).max(1);
     let (cp, cn): (Vec<Vec3>, Vec<Vec3>) =
@@ -472,6 +471,27 @@ mod tests {
         assert!(right + 2 >= MEASURED_RIGHT, "top estimate right in {right} of {calls} calls (measured {MEASURED_RIGHT})");
     }
     const MEASURED_RIGHT: usize = 11;
+
+    /// Objects estimated in one frame through one shared scene get exactly the poses they get
+    /// alone, and the pipeline shares the scene between calls on the same frame.
+    #[test]
+    fn a_shared_scene_changes_no_pose() {
+        let targets = synth::procedural_targets();
+        let spec = SceneSpec::new(5, targets.iter().map(|t| SceneTarget { object: t.clone(), instances: 1 }).collect());
+        let s = synth::generate(&spec);
+        let frame = Frame { rgb: s.rgb.clone(), depth: s.depth.clone(), camera: s.camera };
+        let models: Vec<ObjectModel> = targets.iter().map(|t| ObjectModel::from_mesh(&t.name, (*t.mesh).clone()).unwrap()).collect();
+        let p = &models[0].geometric.params;
+        let shared = FrameScene::new(&frame.depth, &frame.camera, p.z_min, p.z_max);
+        let pipeline = crate::pipeline::Pipeline::new(Options::default());
+        let poses = |e: Estimate| e.poses.iter().map(|p| (p.pose.r, p.pose.t, p.score)).collect::<Vec<_>>();
+        for model in &models {
+            let alone = poses(estimate(&frame, model, &Options::default(), None).unwrap());
+            assert!(!alone.is_empty(), "{}: no pose", model.name);
+            assert_eq!(poses(estimate_in(&shared, &frame, model, &Options::default(), None).unwrap()), alone, "{}", model.name);
+            assert_eq!(poses(pipeline.estimate(&frame, model).unwrap()), alone, "{}", model.name);
+        }
+    }
 
     #[test]
     fn empty_depth_gives_no_pose() {
