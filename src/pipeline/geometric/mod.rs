@@ -445,14 +445,17 @@ mod tests {
         assert_eq!(stages, ["preprocess", "ppf_voting", "clustering", "icp", "verify", "refine_nms", "total"]);
     }
 
-    /// The synthetic benchmark at a fixed seed (procedural mug and bracket, clutter, occluders,
-    /// Kinect-like noise): the top estimate of each call is an instance (ADD < 0.1 d) as often
-    /// as measured, less a margin of two calls, so that a change that costs accuracy fails here
-    /// rather than only in a bench nobody ran. Measured: 11 of 18 calls (the mug and the bracket are the hard targets).
+    /// The synthetic benchmark at a fixed seed (procedural mug, bracket and printed box, clutter,
+    /// occluders, Kinect-like noise): the top estimate of each call is an instance (ADD < 0.1 d)
+    /// as often as measured, less a margin of one call, so that a change that costs accuracy
+    /// fails here rather than only in a bench nobody ran. Measured: 28 of 34 calls; 25 with the
+    /// models' colours dropped (the box's turned-over twins win), 27 without the duels' colour
+    /// guard.
     #[test]
     fn synthetic_benchmark_does_not_regress() {
-        let targets = synth::procedural_targets();
-        let frames = synth::benchmark_set(2024, 12, &targets);
+        let mut targets = synth::procedural_targets();
+        targets.push(synth::printed_box());
+        let frames = synth::benchmark_set(2024, 24, &targets);
         let models: Vec<ObjectModel> = targets.iter().map(|t| ObjectModel::from_mesh(&t.name, (*t.mesh).clone()).unwrap()).collect();
         let (mut calls, mut right) = (0, 0);
         for f in &frames {
@@ -467,10 +470,10 @@ mod tests {
                 }) as usize;
             }
         }
-        eprintln!("synthetic benchmark, seed 2024, 12 scenes: top estimate right in {right} of {calls} calls");
-        assert!(right + 2 >= MEASURED_RIGHT, "top estimate right in {right} of {calls} calls (measured {MEASURED_RIGHT})");
+        eprintln!("synthetic benchmark, seed 2024, 24 scenes: top estimate right in {right} of {calls} calls");
+        assert!(right + 1 >= MEASURED_RIGHT, "top estimate right in {right} of {calls} calls (measured {MEASURED_RIGHT})");
     }
-    const MEASURED_RIGHT: usize = 11;
+    const MEASURED_RIGHT: usize = 28;
 
     /// Objects estimated in one frame through one shared scene get exactly the poses they get
     /// alone, and the pipeline shares the scene between calls on the same frame.
