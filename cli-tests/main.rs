@@ -14,6 +14,7 @@ mod dinov2_parity;
 mod eval;
 mod ism_pipeline;
 mod layers;
+mod multi_object;
 mod ism_scores;
 mod overlay;
 mod pem_e2e;

@@ -42,6 +42,8 @@ Batches:\n  \
   sam6d infer --rgb-dir caps/rgb --depth-dir caps/depth --cam camera.json --cad model.ply --output-dir results\n  \
   sam6d infer --rgb 'caps/*_rgb.png' --depth 'caps/*_depth.png' --cam camera.json --cad model.ply --jsonl poses.jsonl\n  \
   sam6d infer --scene lmo/test/000002 --cad models/obj_000005.ply --bop-csv sam6d_lmo-test.csv --vis vis/\n  \
+  sam6d infer --scene lmo/test/000002 --cad lmo/models --bop-csv sam6d_lmo-test.csv   # every object scene_gt.json lists\n  \
+  sam6d infer --rgb rgb.png --depth depth.png --cam camera.json --cad models/   # one JSON line per model\n  \
   sam6d infer --scene lmo/test/000002 --cad models/obj_000005.ply --format json | jq -c '[.frame.im_id, .pose_scores]'")]
 pub struct InferArgs {
     /// Colour image: PNG or JPEG; 8-bit RGB, RGBA (alpha ignored) or grey.
@@ -70,8 +72,12 @@ pub struct InferArgs {
 
     /// CAD model of the object: PLY (ASCII or binary) with faces, in millimetres unless --cad-unit m.
     /// Its colours (vertex colours, or a texture named by `comment TextureFile`, found next to the
-    /// PLY) are checked against the image. With --connect the server's models are used (pick one with --object); --cad is then only
-    /// needed to draw --overlay.
+    /// PLY) are checked against the image. A folder (a BOP models/) looks for each of its .ply
+    /// models, one record per frame and object (files named <frame>_<model>), sharing each
+    /// frame's points; in a --scene only the objects its scene_gt.json lists per image. A folder
+    /// makes even one frame a batch, whose records go to stdout by default. With --connect the
+    /// server's models are used (pick one with --object); --cad is then only needed to draw
+    /// --overlay.
     #[arg(long, value_name = "FILE", env = "CAD_PATH", required_unless_present = "connect")]
     cad: Option<PathBuf>,
 
@@ -161,6 +167,11 @@ pub struct InferArgs {
     #[arg(long, value_name = "N", help_heading = "Batch")]
     obj_id: Option<i64>,
 
+    /// Batch: with --scene and a --cad folder, look for every model in every image, not only the
+    /// objects scene_gt.json lists for it.
+    #[arg(long, requires = "scene", help_heading = "Batch")]
+    all_objects: bool,
+
     /// Batch: write each frame's overlay (as --overlay: model points, 3D box and score per pose) to
     /// DIR/<name>.png, and with a segmenter its proposals (as --ism-overlay) to DIR/<name>_ism.png.
     #[arg(long, value_name = "DIR", help_heading = "Batch")]
@@ -209,6 +220,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         (args.bop_csv.is_some(), "--bop-csv"),
         (args.vis.is_some(), "--vis"),
         (args.obj_id.is_some(), "--obj-id"),
+        (args.all_objects, "--all-objects"),
         (args.jobs != 1, "--jobs"),
         (args.overwrite, "--overwrite"),
         (args.quiet, "--quiet"),
@@ -267,6 +279,8 @@ fn batch_listing(args: &InferArgs) -> anyhow::Result<Option<frames::Listing>> {
     }
     let (rgb, depth) = (args.rgb.as_deref().expect("clap requires --rgb"), args.depth.as_deref().expect("clap requires --depth"));
     match (frames::is_pattern(rgb), frames::is_pattern(depth)) {
+        // Every model of a folder in one frame: a batch of one frame, one record per object.
+        (false, false) if args.connect.is_none() && args.cad.as_deref().is_some_and(Path::is_dir) => Ok(Some(frames::from_files(rgb, depth))),
         (false, false) => Ok(None),
         (true, true) => frames::from_patterns(rgb, depth).map(Some),
         _ => usage_error("--rgb and --depth must both be patterns with a `*` (quoted: --rgb 'caps/*_rgb.png' --depth 'caps/*_depth.png'), or both files"),

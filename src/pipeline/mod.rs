@@ -12,7 +12,7 @@ pub mod pem;
 pub mod segment;
 mod model;
 
-pub use model::{load_models, CadUnit, ObjectModel};
+pub use model::{load_models, model_files, CadUnit, ObjectModel};
 
 use crate::device::Device;
 use crate::geometry::Pose;
@@ -23,7 +23,7 @@ use ism::{Ism, ObjectTemplates};
 use pem::model::Pem;
 use pem::stage::{ObjectPemData, PemPose};
 use segment::{Proposal, Segmenter};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -121,6 +121,9 @@ impl Search {
 
 /// Holds whatever is loaded once (the networks, the objects' template descriptors) and runs
 /// frames through the stages.
+/// Frames whose points the pipeline keeps (each about 10 MB for 640×480).
+const RECENT_SCENES: usize = 4;
+
 pub struct Pipeline {
     pub options: Options,
     /// Behind a mutex: tch tensors are not `Sync`, and batch inference shares one pipeline
@@ -132,9 +135,11 @@ pub struct Pipeline {
     /// Where template descriptors are cached between runs (None: not cached).
     cache_dir: Option<PathBuf>,
     has_ism: bool,
-    /// The last frame's points: clients and `--cad` folders ask for several objects in one
-    /// frame, and the points do not depend on the object.
-    last_scene: Mutex<Option<Arc<geometric::FrameScene>>>,
+    /// The latest frames' points, newest last: clients and `--cad` folders ask for several
+    /// objects in one frame, and the points do not depend on the object. A few frames, not
+    /// one, so that server workers or `infer --jobs` working on different frames at once do not
+    /// evict each other's.
+    recent_scenes: Mutex<VecDeque<Arc<geometric::FrameScene>>>,
 }
 
 /// The tch stages and what they remember between calls.
@@ -160,7 +165,7 @@ impl Pipeline {
     pub fn with_segmenter(options: Options, segmenter: Option<Segmenter>) -> Pipeline {
         let name = segmenter.as_ref().map_or("geometric".into(), |s| format!("{}+geometric", s.kind));
         let neural = segmenter.map(|segmenter| Mutex::new(Neural { segmenter, last: None, ism: None, templates: HashMap::new(), pem: None, pem_data: HashMap::new() }));
-        Pipeline { options, neural, name, cache_dir: None, has_ism: false, last_scene: Mutex::new(None) }
+        Pipeline { options, neural, name, cache_dir: None, has_ism: false, recent_scenes: Mutex::new(VecDeque::new()) }
     }
 
     /// SAM-6D: the segmenter's proposals scored by the ISM; the poses of its detections from
@@ -176,7 +181,7 @@ impl Pipeline {
         };
         let name = format!("{}+ism-{}+{pose_stage}{precision}", segmenter.kind, ism.config().dino.model_name());
         let neural = Mutex::new(Neural { segmenter, last: None, ism: Some(ism), templates: HashMap::new(), pem, pem_data: HashMap::new() });
-        Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true, last_scene: Mutex::new(None) }
+        Pipeline { options, neural: Some(neural), name, cache_dir, has_ism: true, recent_scenes: Mutex::new(VecDeque::new()) }
     }
 
     pub fn has_segmenter(&self) -> bool {
@@ -207,16 +212,21 @@ impl Pipeline {
         self.estimate_with(frame, model, &self.options)
     }
 
-    /// The frame's points for the geometric stages: the last frame's when this is the same
+    /// The frame's points for the geometric stages: a recent frame's when this is the same
     /// frame (its clouds are shared then), else made now and remembered.
     fn frame_scene(&self, frame: &Frame, model: &ObjectModel) -> Arc<geometric::FrameScene> {
         let p = &model.geometric.params;
-        let last = self.last_scene.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(scene) = last.filter(|s| s.is_of(&frame.depth, &frame.camera, p.z_min, p.z_max)) {
-            return scene;
+        let is_this = |s: &Arc<geometric::FrameScene>| s.is_of(&frame.depth, &frame.camera, p.z_min, p.z_max);
+        if let Some(scene) = self.recent_scenes.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().find(|s| is_this(s)) {
+            return scene.clone();
         }
+        // Made outside the lock: another thread may be making another frame's meanwhile.
         let scene = Arc::new(geometric::FrameScene::new(&frame.depth, &frame.camera, p.z_min, p.z_max));
-        *self.last_scene.lock().unwrap_or_else(|e| e.into_inner()) = Some(scene.clone());
+        let mut recent = self.recent_scenes.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_SCENES {
+            recent.pop_front();
+        }
+        recent.push_back(scene.clone());
         scene
     }
 
@@ -384,5 +394,35 @@ impl Neural {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(offset: f32) -> Frame {
+        let (w, h) = (32, 24);
+        let depth = DepthMm { width: w, height: h, mm: (0..w * h).map(|i| 800.0 + offset + (i % w) as f32).collect() };
+        let cam = Camera { fx: 500.0, fy: 500.0, cx: 16.0, cy: 12.0, depth_scale: 1.0 };
+        Frame::new(RgbImage::new(w as u32, h as u32), depth, cam).unwrap()
+    }
+
+    /// Two frames asked for in turn (two workers) keep their points; a fifth frame evicts the
+    /// oldest.
+    #[test]
+    fn recent_frames_keep_their_points() {
+        let pipeline = Pipeline::new(Options::default());
+        let model = ObjectModel::from_mesh("cube", crate::geometry::shapes::cuboid(50.0, 50.0, 50.0)).unwrap();
+        let (a, b) = (frame(0.0), frame(1.0));
+        let sa = pipeline.frame_scene(&a, &model);
+        let sb = pipeline.frame_scene(&b, &model);
+        assert!(!Arc::ptr_eq(&sa, &sb));
+        assert!(Arc::ptr_eq(&sa, &pipeline.frame_scene(&a, &model)));
+        assert!(Arc::ptr_eq(&sb, &pipeline.frame_scene(&b, &model)));
+        for k in 2..=RECENT_SCENES {
+            pipeline.frame_scene(&frame(k as f32), &model);
+        }
+        assert!(!Arc::ptr_eq(&sa, &pipeline.frame_scene(&a, &model)), "the oldest frame stayed");
     }
 }

@@ -58,18 +58,17 @@ impl ObjectModel {
     }
 }
 
-/// Loads every model named on the command line: a PLY file, or a folder (a BOP `models/`
-/// directory) whose `*.ply` files are all loaded. Names are file stems and must be unique,
-/// since clients choose a model by name.
-pub fn load_models(paths: &[std::path::PathBuf], unit: CadUnit) -> anyhow::Result<Vec<ObjectModel>> {
-    use rayon::prelude::*;
+/// The PLY files named on the command line: a file, or a folder (a BOP `models/` directory)
+/// whose `*.ply` files are all taken, sorted by name. Names (file stems) must be unique, since
+/// clients and result files tell models apart by name.
+pub fn model_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
             let mut found: Vec<_> = std::fs::read_dir(path)
                 .with_context(|| format!("reading model folder {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("ply")))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("ply")))
                 .collect();
             anyhow::ensure!(!found.is_empty(), "model folder {} holds no .ply file", path.display());
             found.sort();
@@ -79,16 +78,23 @@ pub fn load_models(paths: &[std::path::PathBuf], unit: CadUnit) -> anyhow::Resul
         }
     }
     anyhow::ensure!(!files.is_empty(), "no CAD model given");
-    let models: Vec<ObjectModel> = files.par_iter().map(|p| ObjectModel::load(p, unit)).collect::<anyhow::Result<_>>()?;
-    for (i, m) in models.iter().enumerate() {
-        if let Some(j) = models[..i].iter().position(|o| o.name == m.name) {
+    let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    for (i, f) in files.iter().enumerate() {
+        if let Some(j) = files[..i].iter().position(|o| stem(o) == stem(f)) {
             anyhow::bail!(
-                "two models are named '{}' ({} and {}): clients pick models by file name, so names must differ",
-                m.name,
+                "two models are named '{}' ({} and {}): models are picked by file name, so names must differ",
+                stem(f).unwrap_or_default(),
                 files[j].display(),
-                files[i].display()
+                f.display()
             );
         }
     }
-    Ok(models)
+    Ok(files)
+}
+
+/// Loads every model named on the command line ([`model_files`]), in parallel.
+pub fn load_models(paths: &[std::path::PathBuf], unit: CadUnit) -> anyhow::Result<Vec<ObjectModel>> {
+    use rayon::prelude::*;
+    let files = model_files(paths)?;
+    files.par_iter().map(|p| ObjectModel::load(p, unit)).collect()
 }

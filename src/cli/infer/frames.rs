@@ -127,6 +127,41 @@ pub fn from_scene(dir: &Path) -> anyhow::Result<Listing> {
     Ok(Listing { frames, unmatched: depth.into_values().collect() })
 }
 
+/// One frame given as two files, as a batch of one (a `--cad` folder over a single frame).
+pub fn from_files(rgb: &Path, depth: &Path) -> Listing {
+    let name = rgb.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let frame = FrameInput { im_id: name.parse().ok(), name, rgb: rgb.to_path_buf(), depth: Some(depth.to_path_buf()), scene_id: None };
+    Listing { frames: vec![frame], unmatched: Vec::new() }
+}
+
+/// The objects `scene_gt.json` lists per image id in a BOP scene (each once), or `None` when the
+/// scene has no such file. A BOP test image shows the objects its ground truth names: with a
+/// `--cad` folder, only those are searched for (BOP's localisation task gives them too).
+pub fn scene_objects(dir: &Path) -> anyhow::Result<Option<BTreeMap<i64, Vec<i64>>>> {
+    let path = dir.join("scene_gt.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let what = path.display();
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {what}"))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{what}: not valid JSON"))?;
+    let Value::Object(images) = v else { bail!("{what}: expected an object of image ids") };
+    let mut out = BTreeMap::new();
+    for (id, list) in images {
+        let im_id: i64 = id.parse().with_context(|| format!("{what}: {id:?} is not an image id"))?;
+        let Value::Array(list) = list else { bail!("{what}: image {id}: expected a list of instances") };
+        let mut objects = Vec::new();
+        for inst in &list {
+            let obj = inst.get("obj_id").and_then(Value::as_i64).with_context(|| format!("{what}: image {id}: an instance without an integer obj_id"))?;
+            if !objects.contains(&obj) {
+                objects.push(obj);
+            }
+        }
+        out.insert(im_id, objects);
+    }
+    Ok(Some(out))
+}
+
 /// The camera of each frame: one `camera.json` for all, or a BOP `scene_camera.json` looked up
 /// by image id.
 pub enum Cameras {
