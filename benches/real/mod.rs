@@ -4,6 +4,7 @@
 //! read with each image's own `depth_scale`. A scene without `scene_gt_info.json` gets one,
 //! computed from its real depth by BOP's visibility rule (15 mm), so that instances under 10 %
 //! visible are not targets. `scripts/fetch_lmo.py` builds the project's own such set (LM-O).
+//! `--gt-region` votes only from each object's ground-truth pixels (a perfect segmentation).
 use crate::common::string_arg;
 use sam6d::eval::{self, dataset, predictions, visibility};
 use sam6d::geometry::metrics::PoseErrors;
@@ -60,6 +61,20 @@ fn write_gt_info(scene: &dataset::Scene, models: &BTreeMap<u32, ObjectModel>) ->
     Ok(())
 }
 
+/// The pixels where the instances at `poses` are seen: rendered, and not behind the measured
+/// depth by more than BOP's 15 mm.
+fn gt_mask<'a>(frame: &Frame, model: &ObjectModel, poses: impl Iterator<Item = &'a sam6d::geometry::Pose>) -> Vec<bool> {
+    let (w, h) = (frame.width(), frame.height());
+    let mut mask = vec![false; w * h];
+    for pose in poses {
+        let rendered = sam6d::render::raster::render_depth(&model.mesh, &frame.camera, pose, w, h);
+        for (i, (&r, &m)) in rendered.iter().zip(&frame.depth.mm).enumerate() {
+            mask[i] |= r > 0.0 && m > 0.0 && r - m <= visibility::GT_INFO_DELTA_MM as f32;
+        }
+    }
+    mask
+}
+
 pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> Result<()> {
     let models_dir = root.join("models");
     let models_eval = dataset::ModelsDir::open(&models_dir)?;
@@ -93,6 +108,13 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
         }
     }
 
+    // --gt-region: the voting cloud (references and partners) is only the ground truth's
+    // visible pixels, as with a perfect segmentation: what is left is the pose search's own
+    // failure. Verification still sees the whole frame.
+    let gt_region = std::env::args().any(|a| a == "--gt-region");
+    if gt_region {
+        println!("voting only inside the ground truth's visible pixels (--gt-region)");
+    }
     let mut calls = Vec::new();
     let mut stages = StageTimes::default();
     for scene in &scenes {
@@ -106,7 +128,12 @@ pub fn run(root: &Path, pipeline: &Pipeline, params: &Params, verbose: bool) -> 
             objs.dedup();
             for obj_id in objs {
                 let t0 = Instant::now();
-                let result = pipeline.estimate(&frame, &models[&obj_id]);
+                let result = if gt_region {
+                    let region = gt_mask(&frame, &models[&obj_id], im.gt.iter().filter(|g| g.obj_id == obj_id).map(|g| &g.pose));
+                    sam6d::pipeline::geometric::estimate(&frame, &models[&obj_id], &pipeline.options, Some(&region))
+                } else {
+                    pipeline.estimate(&frame, &models[&obj_id])
+                };
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
                 if let Ok(est) = &result {
                     for (stage, ms) in &est.timings {
