@@ -119,11 +119,11 @@ impl Search {
     }
 }
 
-/// Holds whatever is loaded once (the networks, the objects' template descriptors) and runs
-/// frames through the stages.
 /// Frames whose points the pipeline keeps (each about 10 MB for 640×480).
 const RECENT_SCENES: usize = 4;
 
+/// Holds whatever is loaded once (the networks, the objects' template descriptors) and runs
+/// frames through the stages.
 pub struct Pipeline {
     pub options: Options,
     /// Behind a mutex: tch tensors are not `Sync`, and batch inference shares one pipeline

@@ -24,8 +24,8 @@ use std::time::Instant;
 struct Outcome {
     record: Map<String, Value>,
     est: Option<Estimate>,
-    /// BOP object id, for the CSV.
-    obj_id: Option<i64>,
+    /// Which of the plan's objects.
+    object: usize,
 }
 
 /// What one frame gave: an outcome per object searched for, and the frame's whole time.
@@ -367,7 +367,7 @@ fn outcome(f: &FrameInput, ctx: &Ctx, i: usize, result: anyhow::Result<(Map<Stri
     record.insert("inputs".into(), inputs);
     record.insert("frame".into(), json!({"name": f.name, "scene_id": f.scene_id, "im_id": f.im_id}));
     record.insert("obj_id".into(), json!(obj_id));
-    Outcome { record, est, obj_id: *obj_id }
+    Outcome { record, est, object: i }
 }
 
 /// The result files being written: JSON-lines and CSV go to `<file>.tmp` and are renamed into
@@ -402,10 +402,10 @@ impl Sinks {
     /// A frame's records, one per object, in the plan's order. The CSV's `time` is the frame's
     /// whole time on every row of it, as BOP requires of one image.
     fn write(&mut self, ctx: &Ctx, f: &FrameInput, o: &FrameOutcome) -> anyhow::Result<()> {
-        for (i, x) in ctx.plan.targets(f).into_iter().zip(&o.objects) {
+        for x in &o.objects {
             let line = serde_json::to_string(&x.record)?;
             if let Some(dir) = &self.output_dir {
-                let path = json_path(dir, &ctx.plan.result_name(f, i));
+                let path = json_path(dir, &ctx.plan.result_name(f, x.object));
                 results::write_atomic(&path, (line.clone() + "\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
                 self.json_files += 1;
             }
@@ -413,7 +413,8 @@ impl Sinks {
                 writeln!(w, "{line}").with_context(|| format!("writing {}", path.display()))?;
             }
             if let (Some((w, path)), Some(est)) = (&mut self.csv, &x.est) {
-                let rows = results::bop_csv_rows(f.scene_id.unwrap_or(0), f.im_id.unwrap_or(0), x.obj_id.unwrap_or(0), est, o.time_s);
+                let obj_id = ctx.plan.objects[x.object].2.unwrap_or(0);
+                let rows = results::bop_csv_rows(f.scene_id.unwrap_or(0), f.im_id.unwrap_or(0), obj_id, est, o.time_s);
                 w.write_all(rows.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             }
             if self.stdout {
